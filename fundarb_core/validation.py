@@ -1,0 +1,165 @@
+"""Row validation: every incoming row is checked before it reaches a raw table.
+
+A row that fails goes to ``rejected_rows`` with the venue, symbol, field, offending value,
+reason and the whole raw record — never silently dropped — so a bad payload is visible and
+recoverable.  Checks run vectorised over the batch; a row is reported under the *first*
+check it fails, in the order listed in ``validate``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+
+from fundarb_core.funding import ALLOWED_INTERVALS_HOURS, MAX_ABS_RATE_PER_HOUR
+from fundarb_core.schema import FUNDING, TableSpec
+from fundarb_core.symbols import CanonicalSymbol, SymbolError, normalize_symbol
+from fundarb_core.venues import UnknownVenueError
+
+# A settlement or bar stamped this far ahead of the wall clock is a clock or unit bug.
+FUTURE_TOLERANCE = timedelta(minutes=5)
+
+REJECTED_COLUMNS = ("row_key", "raw_table", "venue", "venue_symbol", "ts", "field", "value", "reason", "record")
+
+
+@dataclass(frozen=True)
+class Validated:
+    """The outcome of validating one batch: rows to store and rows rejected."""
+
+    accepted: pd.DataFrame
+    rejected: pd.DataFrame
+
+
+def _record_json(row: dict[str, object]) -> str:
+    def enc(v: object) -> object:
+        if isinstance(v, pd.Timestamp):
+            return None if pd.isna(v) else v.isoformat()
+        if isinstance(v, float) and not np.isfinite(v):
+            return repr(v)  # nan/inf survive JSON as strings
+        if isinstance(v, (np.floating, np.integer)):
+            return enc(v.item())
+        return v
+
+    return json.dumps({k: enc(v) for k, v in row.items()}, sort_keys=True, default=str)
+
+
+def rejected_frame(raw_table: str, rows: pd.DataFrame, field: pd.Series, reason: pd.Series) -> pd.DataFrame:
+    """Build ``rejected_rows`` records for ``rows`` (aligned ``field``/``reason`` series)."""
+    if rows.empty:
+        return pd.DataFrame({c: pd.Series(dtype="object") for c in REJECTED_COLUMNS})
+    records = [_record_json(r) for r in rows.to_dict(orient="records")]
+    values = [
+        None if f not in rows.columns else _record_json({"v": rows.at[i, f]})[6:-1]
+        for i, f in zip(rows.index, field, strict=True)
+    ]
+    ts = pd.to_datetime(rows["ts"], utc=True, errors="coerce") if "ts" in rows else pd.NaT
+    return pd.DataFrame(
+        {
+            "row_key": [hashlib.sha1(r.encode()).hexdigest() for r in records],
+            "raw_table": raw_table,
+            "venue": rows.get("venue"),
+            "venue_symbol": rows.get("venue_symbol"),
+            "ts": ts,
+            "field": field.to_numpy(),
+            "value": values,
+            "reason": reason.to_numpy(),
+            "record": records,
+        }
+    )
+
+
+def canonical_symbols(frame: pd.DataFrame) -> tuple[pd.Series, pd.Series, pd.Series]:
+    """Asset, quote and an error message per row (error empty where the symbol resolved)."""
+    pairs = frame[["venue", "venue_symbol"]].drop_duplicates()
+    resolved: dict[tuple[str, str], CanonicalSymbol | str] = {}
+    for venue, sym in pairs.itertuples(index=False):
+        try:
+            resolved[(venue, sym)] = normalize_symbol(str(venue), str(sym))
+        except (SymbolError, UnknownVenueError) as exc:
+            resolved[(venue, sym)] = str(exc).strip("'\"")
+    keys = list(zip(frame["venue"], frame["venue_symbol"], strict=True))
+    out = [resolved[k] for k in keys]
+    asset = pd.Series([o.asset if isinstance(o, CanonicalSymbol) else None for o in out], index=frame.index)
+    quote = pd.Series([o.quote if isinstance(o, CanonicalSymbol) else None for o in out], index=frame.index)
+    err = pd.Series([o if isinstance(o, str) else "" for o in out], index=frame.index)
+    return asset, quote, err
+
+
+def validate(spec: TableSpec, frame: pd.DataFrame, now: datetime | None = None) -> Validated:
+    """Split a batch into accepted and rejected rows.
+
+    ``frame`` must hold the table's source columns (plus, for funding, the resolved
+    ``interval_hours``).  Checks, in order: known venue and readable symbol; timestamp present
+    and not in the future; required numbers finite; optional numbers finite where present;
+    positivity; table rules (funding interval in {1,2,4,8} h and |rate per hour| below
+    ``MAX_ABS_RATE_PER_HOUR``; candle high/low consistent, volume ≥ 0); and finally duplicate
+    keys within the batch with conflicting values.
+    """
+    now = now or datetime.now(UTC)
+    frame = frame.reset_index(drop=True)
+    n = len(frame)
+    field = pd.Series([None] * n, dtype="object")
+    reason = pd.Series([None] * n, dtype="object")
+
+    def flag(mask: pd.Series | np.ndarray, fld: str, why: str | pd.Series) -> None:
+        m = pd.Series(np.asarray(mask, dtype=bool)) & field.isna()
+        if not m.any():
+            return
+        field[m] = fld
+        reason[m] = why[m] if isinstance(why, pd.Series) else why
+
+    asset, quote, sym_err = canonical_symbols(frame) if n else (pd.Series(dtype=object),) * 3
+    flag(sym_err != "", "venue_symbol", sym_err)
+
+    ts = pd.to_datetime(frame["ts"], utc=True, errors="coerce")
+    flag(ts.isna(), "ts", "missing or unparseable timestamp")
+    flag(ts > pd.Timestamp(now + FUTURE_TOLERANCE), "ts", f"timestamp is in the future (now {now:%Y-%m-%dT%H:%M}Z)")
+
+    numeric = {c: pd.to_numeric(frame[c], errors="coerce") for c in (*spec.required, *spec.optional)}
+    for col in spec.required:
+        flag(~np.isfinite(numeric[col].to_numpy(dtype="float64")), col, "not a finite number")
+    for col in spec.optional:
+        v = numeric[col]
+        raw_present = frame[col].notna()
+        flag(raw_present & ~np.isfinite(v.to_numpy(dtype="float64")), col, "present but not a finite number")
+    for col in spec.positive:
+        v = numeric[col]
+        flag(v.notna() & (v <= 0), col, "must be positive")
+
+    if spec is FUNDING:
+        interval = pd.to_numeric(frame["interval_hours"], errors="coerce")
+        flag(~interval.isin(ALLOWED_INTERVALS_HOURS), "interval_hours",
+             "interval not in {1, 2, 4, 8} hours (and not inferable from settlement gaps)")
+        rph = (numeric["rate"] / interval).abs()
+        flag(rph > MAX_ABS_RATE_PER_HOUR, "rate",
+             f"|rate per hour| above the sane bound {MAX_ABS_RATE_PER_HOUR} (4 %/h, Hyperliquid's cap)")
+    elif spec.name == "candles":
+        o, h, lo, c = (numeric[k] for k in ("open", "high", "low", "close"))
+        flag(h < np.maximum.reduce([o, c, lo]), "high", "high below open/close/low")
+        flag(lo > np.minimum(o, c), "low", "low above open/close")
+        flag(numeric["volume"] < 0, "volume", "negative volume")
+
+    ok = field.isna()
+    accepted = frame[ok].copy()
+    accepted["ts"] = ts[ok]
+    accepted["asset"] = asset[ok]
+    accepted["quote"] = quote[ok]
+
+    # Same key twice in one batch: identical rows collapse; conflicting ones are rejected
+    # after the first, so that an upsert never picks a winner silently.
+    exact = accepted.drop_duplicates()
+    dup = exact.duplicated(list(spec.key), keep="first")
+    if dup.any():
+        dup_rows = exact[dup]
+        flag(pd.Series(frame.index.isin(dup_rows.index)), "ts", "duplicate key with conflicting values")
+        exact = exact[~dup]
+    accepted = exact
+
+    bad = field.notna()
+    rejected = rejected_frame(spec.name, frame[bad], field[bad], reason[bad])
+    return Validated(accepted=accepted.reset_index(drop=True), rejected=rejected)

@@ -1,0 +1,1 @@
+"""Dagster definitions of fundarb: assets, checks, jobs, schedules, sensors, resources."""
