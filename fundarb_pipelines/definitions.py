@@ -1,0 +1,37 @@
+"""The Dagster code location of fundarb: every asset, check, job, schedule and resource.
+
+Each domain module exports its own definitions; this file only gathers them and binds the
+resources, so adding a layer means adding a module and one line here.
+"""
+
+
+import dagster as dg
+
+from fundarb_pipelines.assets.raw import raw_assets
+from fundarb_pipelines.checks.raw import raw_checks
+from fundarb_pipelines.resources import (
+    FundarbDuckDB,
+    MarketSourceResource,
+    default_duckdb_path,
+    source_kind_from_env,
+)
+from fundarb_pipelines.schedules import hourly_ingest_schedule, ingest_job
+
+
+def build_resources() -> dict[str, dg.ConfigurableResource]:
+    """Resources for the embedded default (or what the environment variables select)."""
+    return {
+        "duckdb": FundarbDuckDB(database=default_duckdb_path()),
+        "market_source": MarketSourceResource(kind=source_kind_from_env()),
+    }
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return dg.Definitions(
+        assets=[*raw_assets],
+        asset_checks=[*raw_checks],
+        jobs=[ingest_job],
+        schedules=[hourly_ingest_schedule],
+        resources=build_resources(),
+    )
