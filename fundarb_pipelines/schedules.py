@@ -9,7 +9,6 @@ from fundarb_pipelines.partitions import daily_partitions
 ingest_job = dg.define_asset_job(
     name="ingest_job",
     selection=dg.AssetSelection.groups(RAW_GROUP),
-    partitions_def=daily_partitions,
     description="Ingest every raw table for one day (or a range, as a single-run backfill).",
 )
 

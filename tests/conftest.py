@@ -1,0 +1,53 @@
+"""Shared fixtures: real bundled data, temp DuckDB files, small real-data directories."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from fundarb_core.schema import LAYOUT_FILES
+from fundarb_core.sources.replay import BUNDLED_DATA_DIR
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No test touches the user's database, Dagster home or MLflow store."""
+    monkeypatch.setenv("FUNDARB_DUCKDB", str(tmp_path / "fundarb.duckdb"))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    monkeypatch.delenv("FUNDARB_DATA_DIR", raising=False)
+    monkeypatch.delenv("FUNDARB_SOURCE", raising=False)
+    yield
+
+
+@pytest.fixture
+def bundled() -> dict[str, pd.DataFrame]:
+    """The bundled parquet tables, as shipped."""
+    return {t: pd.read_parquet(BUNDLED_DATA_DIR / "market" / f"{f}.parquet") for t, f in LAYOUT_FILES.items()}
+
+
+def write_layout(root: Path, tables: dict[str, pd.DataFrame]) -> Path:
+    """Write frames as a canonical-layout data directory (``root/market/*.parquet``)."""
+    (root / "market").mkdir(parents=True, exist_ok=True)
+    for table, frame in tables.items():
+        frame.to_parquet(root / "market" / f"{LAYOUT_FILES[table]}.parquet", index=False)
+    return root
+
+
+@pytest.fixture
+def small_real_dir(tmp_path: Path, bundled: dict[str, pd.DataFrame]) -> Path:
+    """Three days of real rows (2026-03-05 → 2026-03-08) from every bundled table."""
+    lo, hi = pd.Timestamp("2026-03-05", tz="UTC"), pd.Timestamp("2026-03-08", tz="UTC")
+    tables = {}
+    for table, frame in bundled.items():
+        ts = frame["ts"]
+        keep = ts.isna() | ((ts >= lo) & (ts < hi))
+        tables[table] = frame[keep].reset_index(drop=True)
+    return write_layout(tmp_path / "small_data", tables)
+
+
+def env_path(name: str) -> str:
+    return os.environ[name]
