@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 import dagster as dg
 import duckdb as duckdb_lib
@@ -126,12 +128,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     ):
         p = sub.add_parser(name, help=help_)
         p.add_argument("--json", action="store_true", help="print the summary as one JSON document")
+    dev = sub.add_parser("dev", help="serve the Dagster UI on this project (dagster dev with the project's home)")
+    dev.add_argument("--port", default="3000")
     args = parser.parse_args(argv)
 
     warnings.filterwarnings("ignore", category=dg.BetaWarning)
     warnings.filterwarnings("ignore", category=dg.PreviewWarning)
-    ensure_dagster_home()
+    home = ensure_dagster_home()
     from fundarb_pipelines.resources import default_duckdb_path
+
+    if args.command == "dev":
+        print(f"DAGSTER_HOME={home}; UI on http://127.0.0.1:{args.port}", flush=True)
+        dagster = Path(sys.executable).with_name("dagster")  # the one installed beside this interpreter
+        os.execv(dagster, [str(dagster), "dev", "-w", "workspace.yaml", "--port", str(args.port)])
 
     if args.command in ("ingest", "run"):
         with dg.DagsterInstance.get() as instance:
