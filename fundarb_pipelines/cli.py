@@ -22,6 +22,7 @@ from fundarb_core.sources.replay import ReplaySource
 from fundarb_core.storage import table_counts
 from fundarb_pipelines.instance import ensure_dagster_home
 from fundarb_pipelines.resources import source_kind_from_env
+from fundarb_pipelines.sql_models import load_models
 
 
 def _defs() -> dg.Definitions:
@@ -56,6 +57,20 @@ def ingest(instance: dg.DagsterInstance) -> dg.ExecuteInJobResult:
     )
 
 
+def build_models(instance: dg.DagsterInstance) -> dg.ExecuteInJobResult:
+    """Every SQL model (staging → marts) and its checks, on what the raw tables now hold."""
+    from fundarb_pipelines.definitions import build_resources
+    from fundarb_pipelines.sql_models import sql_assets, sql_checks
+
+    return dg.materialize(
+        [*sql_assets, *sql_checks],
+        instance=instance,
+        resources=build_resources(),
+        run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
+        tags={"fundarb/command": "run"},
+    )
+
+
 def summary(database: str) -> dict[str, object]:
     """What is now in the database, as a dict (for --json) and printed for people.
 
@@ -72,6 +87,12 @@ def summary(database: str) -> dict[str, object]:
         span = conn.execute(
             "SELECT count(DISTINCT venue), count(DISTINCT asset), min(ts), max(ts) FROM funding_rates"
         ).fetchall()[0]
+        existing = {r[0] for r in conn.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+        models = {
+            m.name: int(conn.execute(f"SELECT count(*) FROM {m.name}").fetchall()[0][0])
+            for m in load_models()
+            if m.name in existing
+        }
         rejects = conn.execute(
             "SELECT raw_table, field, reason, count(*) FROM rejected_rows GROUP BY ALL ORDER BY 4 DESC"
         ).fetchall()
@@ -79,6 +100,7 @@ def summary(database: str) -> dict[str, object]:
         "database": database,
         "tables": counts,
         "source_rows": source_rows,
+        "models": models,
         "rejected_by_table": rejected_by_table,
         "funding_venues": span[0],
         "funding_assets": span[1],
@@ -104,6 +126,9 @@ def print_summary(s: dict[str, object]) -> None:
         f"  funding covers {s['funding_assets']} assets on {s['funding_venues']} venues, "
         f"{s['funding_from']} → {s['funding_to']} (UTC)"
     )
+    models: dict[str, int] = s["models"]  # type: ignore[assignment]
+    if models:
+        print("  SQL models: " + ", ".join(f"{k} {v:,}" for k, v in models.items()))
     rejects: list[dict[str, object]] = s["rejects"]  # type: ignore[assignment]
     if rejects:
         print("  rejected rows by reason:")
@@ -145,6 +170,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command in ("ingest", "run"):
         with dg.DagsterInstance.get() as instance:
             _run_ok(ingest(instance), "ingestion")
+            if args.command == "run":
+                _run_ok(build_models(instance), "SQL models")
     s = summary(default_duckdb_path())
     if args.json:
         print(json.dumps(s, default=str))

@@ -16,6 +16,7 @@ from fundarb_pipelines.resources import (
     source_kind_from_env,
 )
 from fundarb_pipelines.schedules import hourly_ingest_schedule, ingest_job
+from fundarb_pipelines.sql_models import sql_assets, sql_checks
 
 
 def build_resources() -> dict[str, dg.ConfigurableResource]:
@@ -29,8 +30,8 @@ def build_resources() -> dict[str, dg.ConfigurableResource]:
 @dg.definitions
 def defs() -> dg.Definitions:
     return dg.Definitions(
-        assets=[*raw_assets],
-        asset_checks=[*raw_checks],
+        assets=[*raw_assets, *sql_assets],
+        asset_checks=[*raw_checks, *sql_checks],
         jobs=[ingest_job],
         schedules=[hourly_ingest_schedule],
         resources=build_resources(),

@@ -94,6 +94,8 @@ def test_parallel_processes_queue_on_the_duckdb_file(tmp_path: Path) -> None:
     they wait for the writer lock instead of failing on DuckDB's file lock."""
     db = tmp_path / "p.duckdb"
     home = ensure_dagster_home(tmp_path / "home")
+    with dg.DagsterInstance.from_config(str(home)) as instance:  # create the run storage once, up front
+        assert instance.event_log_storage.supports_global_concurrency_limits
     env = {**os.environ, "DAGSTER_HOME": str(home)}
     days = ["2026-01-10", "2026-01-11"]
     holder = FundarbDuckDB(database=str(db))
@@ -110,7 +112,8 @@ def test_parallel_processes_queue_on_the_duckdb_file(tmp_path: Path) -> None:
         )
         assert "lock" in probe.stderr.lower()
         time.sleep(6)
-        assert all(p.poll() is None for p in procs)  # …while the runs wait their turn
+        early = [p.communicate()[0][-3000:] for p in procs if p.poll() is not None]
+        assert not early, early  # …while the runs wait their turn
     outs = [p.communicate(timeout=180)[0] for p in procs]
     for p, out in zip(procs, outs, strict=True):
         assert p.returncode == 0, out[-3000:]

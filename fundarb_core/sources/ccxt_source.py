@@ -160,7 +160,6 @@ class CcxtSource:
         self,
         venues: Mapping[str, list[str]],
         exchanges: Mapping[str, ccxt.Exchange] | None = None,
-        *,
         max_retries: int = 5,
         backoff_s: float = 0.5,
         page_limit: int | None = None,
@@ -292,7 +291,8 @@ class CcxtSource:
         return self._frame(table, rows, start, end)
 
     # ------------------------------------------------------------------ tables
-    def _funding(self, venue_id: str, venue_symbol: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
+    def _funding(self, venue_id: str, venue_symbol: str, start: datetime,
+                 end: datetime) -> list[dict[str, Any]]:
         ex = self.exchange(venue_id)
         symbol = self._unified(venue_id, venue_symbol)
         if not get_venue(venue_id).has_funding_history:
@@ -325,8 +325,13 @@ class CcxtSource:
 
     def _funding_snapshot(self, venue_id: str, venue_symbol: str, symbol: str, start: datetime,
                           end: datetime) -> list[dict[str, Any]]:
-        """Venues without a history endpoint (Lighter): the current rate, stamped with the venue's
-        timestamp or the settlement-hour floor of now, so history accumulates across runs."""
+        """Venues without a history endpoint (Lighter): the current rate, stamped with the hour
+        floor of the venue's timestamp (or of now when it gives none).
+
+        Flooring makes every run within one settlement hour write the same key, so re-runs
+        upsert instead of adding a second "settlement", and history accumulates across runs.
+        ccxt's ``fundingTimestamp`` is not used: on most venues it is the *next* settlement.
+        """
         ex = self.exchange(venue_id)
         method = "fetch_funding_rates"
         rates = self._call(venue_id, venue_symbol, method, lambda: ex.fetch_funding_rates([symbol]))
@@ -334,14 +339,12 @@ class CcxtSource:
             entry = rates.get(symbol) if isinstance(rates, dict) else None
             if entry is None:
                 raise KeyError(f"no funding rate for {symbol} in the response")
-            stamp = entry.get("fundingTimestamp") or entry.get("timestamp")
-            if stamp is None:
-                now = self._now()
-                stamp = _to_ms_floor(now.replace(minute=0, second=0, microsecond=0))
+            stamp = entry.get("timestamp")
+            taken = int(stamp) if stamp is not None else _to_ms_floor(self._now())
             row = {
                 "venue": venue_id,
                 "venue_symbol": venue_symbol,
-                "ts": int(stamp),
+                "ts": taken - taken % HOUR_MS,
                 "rate": _float(entry.get("fundingRate")),
                 "interval_hours": _interval_hours(entry.get("interval")),
                 "mark_price": _float(entry.get("markPrice")),
@@ -350,7 +353,8 @@ class CcxtSource:
             raise SourceError(venue_id, venue_symbol, method, f"malformed payload: {exc!r}") from exc
         return [row] if _to_ms_floor(start) <= row["ts"] < _to_ms_ceil(end) else []
 
-    def _candles(self, venue_id: str, venue_symbol: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
+    def _candles(self, venue_id: str, venue_symbol: str, start: datetime,
+                 end: datetime) -> list[dict[str, Any]]:
         bars = self._ohlcv(venue_id, venue_symbol, start, end)
         return [
             {"venue": venue_id, "venue_symbol": venue_symbol, "ts": ts, "timeframe": TIMEFRAME,
@@ -422,7 +426,8 @@ class CcxtSource:
         ex = self.exchange(venue_id)
         symbol = self._unified(venue_id, venue_symbol)
         method = "fetch_order_book"
-        book = self._call(venue_id, venue_symbol, method, lambda: ex.fetch_order_book(symbol, self.depth_levels))
+        book = self._call(venue_id, venue_symbol, method,
+                          lambda: ex.fetch_order_book(symbol, self.depth_levels))
         try:
             bids, asks = book["bids"], book["asks"]
             best_bid = _float(bids[0][0]) if bids else math.nan
@@ -486,7 +491,8 @@ class CcxtSource:
                 except _PARSE_ERRORS as exc:
                     raise SourceError(venue_id, venue_symbol, method, f"malformed payload: {exc!r}") from exc
             # the endpoint lists only symbols with adjusted caps/intervals; the rest settle 8h
-            return self._binance_intervals.get(ex.market(symbol)["id"], get_venue(venue_id).default_interval_hours)
+            default = get_venue(venue_id).default_interval_hours
+            return self._binance_intervals.get(ex.market(symbol)["id"], default)
         return None
 
     def _stamp_trailing_interval(self, rows: list[dict[str, Any]], hours: float) -> None:
@@ -502,7 +508,8 @@ class CcxtSource:
         step = hours * HOUR_MS
         tolerance = 5 * 60_000
         last = rows[-1]
-        if _to_ms_floor(self._now()) - last["ts"] <= step + tolerance and not np.isfinite(last["interval_hours"]):
+        is_current = _to_ms_floor(self._now()) - last["ts"] <= step + tolerance
+        if is_current and not np.isfinite(last["interval_hours"]):
             last["interval_hours"] = hours
         for i in range(len(rows) - 1, 0, -1):
             if abs(rows[i]["ts"] - rows[i - 1]["ts"] - step) > tolerance:
@@ -526,7 +533,8 @@ class CcxtSource:
                 ordered = sorted(markets.values(), key=lambda m: (not m.get("swap"), not m.get("linear")))
                 for market in reversed(ordered):  # swap/linear last so they overwrite
                     info = market.get("info") if isinstance(market.get("info"), dict) else {}
-                    for key in (market.get("id"), market.get("baseName"), info.get("name"), info.get("symbol")):
+                    names = (market.get("id"), market.get("baseName"), info.get("name"), info.get("symbol"))
+                    for key in names:
                         if isinstance(key, str) and key:
                             table[key] = market["symbol"]
                     table[market["symbol"]] = market["symbol"]
@@ -539,9 +547,16 @@ class CcxtSource:
         return table[venue_symbol]
 
     def _limit(self, venue_id: str, table: str) -> int:
-        if self.page_limit is not None:
-            return self.page_limit
-        return _DEFAULT_LIMITS.get(table, {}).get(self.exchange(venue_id).id, _FALLBACK_LIMIT)
+        """Page size: ``page_limit`` when set, capped at the venue's maximum when known.
+
+        The cap matters for correctness, not just politeness: Hyperliquid returns at most 500
+        funding rows whatever is asked, and a 500-row page read against a 1000 limit would look
+        "short" and end an oldest-first pagination early.
+        """
+        venue_max = _DEFAULT_LIMITS.get(table, {}).get(self.exchange(venue_id).id)
+        if self.page_limit is None:
+            return venue_max or _FALLBACK_LIMIT
+        return min(self.page_limit, venue_max) if venue_max else self.page_limit
 
     def _paginate(
         self,

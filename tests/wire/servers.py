@@ -14,8 +14,9 @@ Venue behaviours that matter for pagination are reproduced on purpose:
   row of a truncated page silently loses rows — the source must size its windows instead.
 * Hyperliquid ``fundingHistory`` returns at most 500 rows, ``candleSnapshot`` at most 5000.
 
-Fault injection: ``server.inject("429" | "500" | "malformed", match, times=1)`` makes the next
-``times`` requests whose route key contains ``match`` fail that way.  The route key is the
+Fault injection: ``server.inject("429" | "500" | "malformed" | "error", match, times=1, skip=0)``
+makes ``times`` requests whose route key contains ``match`` (after ``skip`` good ones) fail that
+way; "error" is the venue's own well-formed error envelope.  The route key is the
 URL path for REST venues and ``"/info:<type>"`` for Hyperliquid.  Every request is logged in
 ``server.requests`` (``RequestRecord``), so tests can count pages and retries.
 """
@@ -23,10 +24,11 @@ URL path for REST venues and ``"/info:<type>"`` for Hyperliquid.  Every request 
 from __future__ import annotations
 
 import json
+import math
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
-from functools import lru_cache
+from functools import cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -37,10 +39,10 @@ import pandas as pd
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "fundarb_core" / "data" / "market"
 HOUR_MS = 3_600_000
-FAULT_KINDS = ("429", "500", "malformed")
+FAULT_KINDS = ("429", "500", "malformed", "error")
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_table(name: str) -> pd.DataFrame:
     """One bundled parquet table with ``ts_ms`` (int milliseconds) added; cached per process."""
     df = pd.read_parquet(DATA_DIR / f"{name}.parquet")
@@ -50,10 +52,30 @@ def load_table(name: str) -> pd.DataFrame:
     return df.sort_values(["venue", "venue_symbol", "ts_ms"], kind="stable").reset_index(drop=True)
 
 
+@cache
 def rows_for(table: str, venue: str, symbol: str) -> pd.DataFrame:
-    """The bundled rows of one venue/symbol, oldest first."""
+    """The bundled rows of one venue/symbol, oldest first (cached: servers answer many pages)."""
     df = load_table(table)
     return df[(df["venue"] == venue) & (df["venue_symbol"] == symbol)]
+
+
+def book_levels(venue: str, symbol: str) -> tuple[tuple[float, float], tuple[float, float]] | None:
+    """One (price, size) level a side rebuilt from the bundled depth snapshot.
+
+    The data keeps only aggregates (mid, bid/ask depth in USD), so the levels straddle the
+    recorded mid by one basis point and price × size equals the recorded depth; a side whose
+    depth was not recorded gets the other side's size (its depth is then not asserted).
+    """
+    d = rows_for("orderbook_depth", venue, symbol)
+    if d.empty:
+        return None
+    r = d.iloc[-1]
+    bid_px, ask_px = r.mid_price * (1 - 1e-4), r.mid_price * (1 + 1e-4)
+    bid_sz = r.bid_depth_usd / bid_px if np.isfinite(r.bid_depth_usd) else math.nan
+    ask_sz = r.ask_depth_usd / ask_px if np.isfinite(r.ask_depth_usd) else math.nan
+    bid_sz = bid_sz if np.isfinite(bid_sz) else ask_sz
+    ask_sz = ask_sz if np.isfinite(ask_sz) else bid_sz
+    return (bid_px, bid_sz), (ask_px, ask_sz)
 
 
 def num(x: Any) -> str:
@@ -86,6 +108,7 @@ class Fault:
     kind: str
     match: str
     times: int = 1
+    skip: int = 0  # let this many matching requests through first (fail "page 2")
 
 
 @dataclass
@@ -110,8 +133,9 @@ class WireServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # else each keep-alive reply waits ~40 ms for a delayed ACK
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
+            def log_message(self, format: str, *args: Any) -> None:
                 return
 
             def _serve(self, method: str) -> None:
@@ -124,10 +148,10 @@ class WireServer:
                 self.end_headers()
                 self.wfile.write(reply.body)
 
-            def do_GET(self) -> None:  # noqa: N802 - stdlib hook name
+            def do_GET(self) -> None:
                 self._serve("GET")
 
-            def do_POST(self) -> None:  # noqa: N802 - stdlib hook name
+            def do_POST(self) -> None:
                 self._serve("POST")
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -155,21 +179,25 @@ class WireServer:
         return f"http://{host}:{port}"
 
     # -- test hooks ------------------------------------------------------------------------
-    def inject(self, kind: str, match: str, times: int = 1) -> None:
-        """Fail the next ``times`` requests whose route key contains ``match``."""
+    def inject(self, kind: str, match: str, times: int = 1, skip: int = 0) -> None:
+        """Fail ``times`` requests whose route key contains ``match``, after ``skip`` good ones."""
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault kind {kind!r}; expected one of {FAULT_KINDS}")
         with self._lock:
-            self.faults.append(Fault(kind, match, times))
+            self.faults.append(Fault(kind, match, times, skip))
 
     def count(self, match: str, status: int | None = None) -> int:
         """How many logged requests have a route key containing ``match`` (and that status)."""
         with self._lock:
-            return sum(1 for r in self.requests if match in r.route and (status is None or r.status == status))
+            return sum(
+                1 for r in self.requests if match in r.route and (status is None or r.status == status)
+            )
 
-    def reset_log(self) -> None:
+    def reset(self) -> None:
+        """Forget the request log and any pending faults (between tests)."""
         with self._lock:
             self.requests.clear()
+            self.faults.clear()
 
     # -- dispatch --------------------------------------------------------------------------
     def _dispatch(self, method: str, raw_path: str, raw_body: bytes) -> Reply:
@@ -186,7 +214,10 @@ class WireServer:
         with self._lock:
             self.requests.append(record)
             fault = next((f for f in self.faults if f.match in route), None)
-            if fault is not None:
+            if fault is not None and fault.skip > 0:
+                fault.skip -= 1
+                fault = None
+            elif fault is not None:
                 fault.times -= 1
                 if fault.times <= 0:
                     self.faults.remove(fault)
@@ -208,8 +239,14 @@ class WireServer:
             return Reply(429, json.dumps(self.rate_limit_body()).encode())
         if kind == "500":
             return Reply(500, b"<html><body><h1>500 Internal Server Error</h1></body></html>", "text/html")
+        if kind == "error":
+            return self.error_reply()
         # a truncated JSON document with a 200 status, as a dropped proxy connection produces
         return Reply(200, b'[{"symbol": "BTCUSDT", "fundingTime": 17', "application/json")
+
+    def error_reply(self) -> Reply:
+        """A well-formed, permanent venue error (the venue's own error envelope)."""
+        return Reply(400, json.dumps({"code": -1121, "msg": "Invalid symbol."}).encode())
 
     def rate_limit_body(self) -> Any:
         return {"code": -1003, "msg": "Too many requests; current limit is 2400 requests per minute."}
@@ -272,6 +309,7 @@ class BinanceUsdmServer(WireServer):
             "/fapi/v1/klines": self.klines,
             "/fapi/v1/openInterest": self.open_interest,
             "/futures/data/openInterestHist": self.open_interest_hist,
+            "/fapi/v1/depth": self.depth,
             "/fapi/v1/time": lambda p: self.ok({"serverTime": self.clock_ms}),
         }
         fn = routes.get(path)
@@ -291,9 +329,11 @@ class BinanceUsdmServer(WireServer):
                 "triggerProtect": "0.0500", "liquidationFee": "0.012500", "marketTakeBound": "0.05",
                 "maxMoveOrderLimit": 10000,
                 "filters": [
-                    {"filterType": "PRICE_FILTER", "maxPrice": "4529764", "minPrice": "0.01", "tickSize": "0.01"},
+                    {"filterType": "PRICE_FILTER", "maxPrice": "4529764", "minPrice": "0.01",
+                     "tickSize": "0.01"},
                     {"filterType": "LOT_SIZE", "maxQty": "1000", "minQty": "0.001", "stepSize": "0.001"},
-                    {"filterType": "MARKET_LOT_SIZE", "maxQty": "120", "minQty": "0.001", "stepSize": "0.001"},
+                    {"filterType": "MARKET_LOT_SIZE", "maxQty": "120", "minQty": "0.001",
+                     "stepSize": "0.001"},
                     {"filterType": "MAX_NUM_ORDERS", "limit": 200},
                     {"filterType": "MIN_NOTIONAL", "notional": "5"},
                     {"filterType": "PERCENT_PRICE", "multiplierUp": "1.0500", "multiplierDown": "0.9500",
@@ -350,12 +390,22 @@ class BinanceUsdmServer(WireServer):
         if oi.empty:
             return Reply(400, json.dumps({"code": -1121, "msg": "Invalid symbol."}).encode())
         r = oi.iloc[-1]
-        return self.ok({"openInterest": num(r.oi_usd / self.last_close(sym)), "symbol": sym, "time": int(r.ts_ms)})
+        amount = r.oi_usd / self.last_close(sym)
+        return self.ok({"openInterest": num(amount), "symbol": sym, "time": int(r.ts_ms)})
+
+    def depth(self, params: dict[str, str]) -> Reply:
+        levels = book_levels(self.venue, params.get("symbol", ""))
+        if levels is None:
+            return Reply(400, json.dumps({"code": -1121, "msg": "Invalid symbol."}).encode())
+        (bp, bs), (ap, asz) = levels
+        return self.ok({"lastUpdateId": 1, "E": self.clock_ms, "T": self.clock_ms,
+                        "bids": [[num(bp), num(bs)]], "asks": [[num(ap), num(asz)]]})
 
     def open_interest_hist(self, params: dict[str, str]) -> Reply:
         limit = min(_int(params, "limit") or 30, 500)
         sym = params.get("symbol", "")
-        df = _window(rows_for("open_interest", self.venue, sym), _int(params, "startTime"), _int(params, "endTime"))
+        df = rows_for("open_interest", self.venue, sym)
+        df = _window(df, _int(params, "startTime"), _int(params, "endTime"))
         df = df.head(limit) if "startTime" in params else df.tail(limit)
         px = self.last_close(sym)
         return self.ok([
@@ -382,11 +432,16 @@ class BybitServer(WireServer):
         return {"retCode": 10006, "retMsg": "Too many visits!", "result": {}, "retExtInfo": {},
                 "time": self.clock_ms}
 
+    def error_reply(self) -> Reply:
+        return self.error(10001, "params error: symbol invalid")
+
     def envelope(self, result: Any) -> Reply:
-        return self.ok({"retCode": 0, "retMsg": "OK", "result": result, "retExtInfo": {}, "time": self.clock_ms})
+        return self.ok({"retCode": 0, "retMsg": "OK", "result": result, "retExtInfo": {},
+                        "time": self.clock_ms})
 
     def error(self, code: int, msg: str) -> Reply:
-        return self.ok({"retCode": code, "retMsg": msg, "result": {}, "retExtInfo": {}, "time": self.clock_ms})
+        return self.ok({"retCode": code, "retMsg": msg, "result": {}, "retExtInfo": {},
+                        "time": self.clock_ms})
 
     def handle(self, method: str, path: str, params: dict[str, str], body: Any) -> Reply:
         routes = {
@@ -394,6 +449,7 @@ class BybitServer(WireServer):
             "/v5/market/funding/history": self.funding_history,
             "/v5/market/kline": self.kline,
             "/v5/market/open-interest": self.open_interest,
+            "/v5/market/orderbook": self.orderbook,
             "/v5/market/time": lambda p: self.envelope({"timeSecond": str(self.clock_ms // 1000),
                                                          "timeNano": str(self.clock_ms * 1_000_000)}),
         }
@@ -426,7 +482,7 @@ class BybitServer(WireServer):
                                   "postOnlyMaxOrderQty": "1190.000", "maxMktOrderQty": "500.000",
                                   "minNotionalValue": "5"},
                 "unifiedMarginTrade": True,
-                "fundingInterval": int(round(float(hours) * 60)) if np.isfinite(hours) else 480,
+                "fundingInterval": round(float(hours) * 60) if np.isfinite(hours) else 480,
                 "settleCoin": settle, "copyTrading": "both", "upperFundingRate": "0.005",
                 "lowerFundingRate": "-0.005", "isPreListing": False, "preListingInfo": None,
             })
@@ -449,7 +505,8 @@ class BybitServer(WireServer):
         if "startTime" in params and "endTime" not in params:
             return self.error(10001, "params error: endTime is required when startTime is given")
         sym = params.get("symbol", "")
-        df = self._newest_in_range(rows_for("funding", self.venue, sym), params, "startTime", "endTime", limit)
+        df = rows_for("funding", self.venue, sym)
+        df = self._newest_in_range(df, params, "startTime", "endTime", limit)
         return self.envelope({"category": "linear", "list": [
             {"symbol": sym, "fundingRate": num(r.rate), "fundingRateTimestamp": str(int(r.ts_ms))}
             for r in df.itertuples()
@@ -466,6 +523,15 @@ class BybitServer(WireServer):
              num(r.volume * r.close)]
             for r in df.itertuples()
         ]})
+
+    def orderbook(self, params: dict[str, str]) -> Reply:
+        sym = params.get("symbol", "")
+        levels = book_levels(self.venue, sym)
+        if levels is None:
+            return self.error(10001, "params error: symbol invalid")
+        (bp, bs), (ap, asz) = levels
+        return self.envelope({"s": sym, "b": [[num(bp), num(bs)]], "a": [[num(ap), num(asz)]],
+                              "ts": self.clock_ms, "u": 1, "seq": 1, "cts": self.clock_ms})
 
     def open_interest(self, params: dict[str, str]) -> Reply:
         limit = min(_int(params, "limit") or 50, 200)
@@ -545,7 +611,8 @@ class HyperliquidServer(WireServer):
             oi = rows_for("open_interest", venue, n)
             oi = oi[oi["ts_ms"] <= self.clock_ms]
             oi_coins = float(oi["oi_usd"].iloc[-1]) / px if len(oi) else 0.0
-            ctxs.append({"funding": num(f["rate"].iloc[-1]) if len(f) else "0.0", "openInterest": num(oi_coins),
+            funding = num(f["rate"].iloc[-1]) if len(f) else "0.0"
+            ctxs.append({"funding": funding, "openInterest": num(oi_coins),
                          "prevDayPx": num(px), "dayNtlVlm": "0.0", "premium": "0.0", "oraclePx": num(px),
                          "markPx": num(px), "midPx": num(px), "impactPxs": [num(px), num(px)],
                          "dayBaseVlm": "0.0"})
@@ -575,48 +642,32 @@ class HyperliquidServer(WireServer):
         ])
 
     def l2_book(self, coin: str) -> Reply:
-        """One level a side rebuilt from the bundled depth snapshot (the data keeps only aggregates).
-
-        The level prices straddle the recorded mid by one basis point and the sizes are chosen so
-        that price × size equals the recorded bid/ask depth in USD.
-        """
-        depth = load_table("orderbook_depth")
-        d = depth[(depth["venue"] == self._venue_for(coin)) & (depth["venue_symbol"] == coin)]
-        if d.empty:
+        levels = book_levels(self._venue_for(coin), coin)
+        if levels is None:
             return self.ok(None)
-        r = d.iloc[-1]
-        bid_px, ask_px = r.mid_price * (1 - 1e-4), r.mid_price * (1 + 1e-4)
+        (bp, bs), (ap, asz) = levels
         return self.ok({"coin": coin, "time": self.clock_ms, "levels": [
-            [{"px": num(bid_px), "sz": num(r.bid_depth_usd / bid_px), "n": 1}],
-            [{"px": num(ask_px), "sz": num(r.ask_depth_usd / ask_px), "n": 1}],
+            [{"px": num(bp), "sz": num(bs), "n": 1}], [{"px": num(ap), "sz": num(asz), "n": 1}],
         ]})
 
 
-def point_exchange_at(exchange: Any, base_url: str) -> Any:
-    """Rewrite every ``exchange.urls['api']`` entry to ``base_url`` keeping the URL path.
+def loopback_urls(ccxt_id: str, base_url: str) -> dict[str, Any]:
+    """Every entry of ``ccxt.<id>().urls['api']`` rewritten to ``base_url``, keeping the path.
 
-    ``binanceusdm`` has ~20 entries (fapiPublic, fapiPublicV2, fapiData, sapi …); Bybit and
-    Hyperliquid use ``https://api.{hostname}`` with the path in the endpoint itself.
+    ``binanceusdm`` has ~20 entries (fapiPublic, fapiPublicV2/V3, fapiPrivate, fapiData, sapi …)
+    whose paths differ (``/fapi/v1``, ``/futures/data``); Bybit and Hyperliquid use
+    ``https://api.{hostname}`` with the whole path in the endpoint.  Pass the result as
+    ``CcxtSource.make_exchange(venue, urls=...)``.
     """
+    import ccxt
 
     def rewrite(value: Any) -> Any:
         if isinstance(value, dict):
             return {k: rewrite(v) for k, v in value.items()}
         if isinstance(value, str) and value.startswith("http"):
-            return base_url.rstrip("/") + urlparse(value.replace("{hostname}", "h")).path
+            return base_url.rstrip("/") + urlparse(value.replace("{hostname}", "host")).path
         return value
 
-    exchange.urls["api"] = rewrite(exchange.urls["api"])
-    exchange.rateLimit = 1  # keep enableRateLimit on, but throttle by 1 ms in tests
-    exchange.timeout = 5000
-    return exchange
-
-
-@dataclass
-class WireSet:
-    """The three servers started together for a test module."""
-
-    binance: BinanceUsdmServer
-    bybit: BybitServer
-    hyperliquid: HyperliquidServer
-    all: list[WireServer] = field(default_factory=list)
+    api = getattr(ccxt, ccxt_id)().urls["api"]
+    rewritten = rewrite(api)
+    return rewritten if isinstance(rewritten, dict) else {"public": rewritten}

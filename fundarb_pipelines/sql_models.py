@@ -1,0 +1,187 @@
+"""The SQL model layer: every ``dbt_like_sql/<layer>/<name>.sql`` becomes one Dagster asset
+that (re)builds the DuckDB table ``<name>``.
+
+Why not Dagster's ``TemplatedSqlComponent``: it needs one YAML file per model, takes its
+dependencies from that YAML rather than from the SQL, has no DuckDB client, and reports no
+row counts or tests.  This loader keeps the dbt habit instead — ``{{ ref('model') }}`` in the
+SQL is both the table reference and the asset dependency — in one small module.
+
+A model file is a ``SELECT`` preceded by a header of ``-- key: value`` lines:
+
+* ``description`` — shown in the UI;
+* ``unique_key: a, b`` — an asset check that no two rows share the key;
+* ``not_null: a, b`` — an asset check per column;
+* ``accepted_range: col lo hi`` (repeatable) — an asset check that every value is in [lo, hi];
+* ``summary: <SELECT …>`` — a query whose result is attached as a markdown table (thresholds,
+  coverage …).
+"""
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dagster as dg
+
+from fundarb_pipelines.resources import DUCKDB_POOL, FundarbDuckDB
+
+SQL_DIR = Path(__file__).resolve().parent.parent / "dbt_like_sql"
+_REF = re.compile(r"\{\{\s*ref\(\s*['\"]([A-Za-z_][A-Za-z0-9_]*)['\"]\s*\)\s*\}\}")
+_HEADER = re.compile(r"^--\s*([a-z_]+)\s*:\s*(.*)$")
+
+
+@dataclass(frozen=True)
+class SqlModel:
+    """One parsed model file."""
+
+    name: str
+    layer: str
+    path: Path
+    sql: str  # the SELECT with refs resolved to table names
+    deps: tuple[str, ...]
+    description: str = ""
+    unique_key: tuple[str, ...] = ()
+    not_null: tuple[str, ...] = ()
+    accepted_ranges: tuple[tuple[str, float, float], ...] = ()
+    summary_sql: str | None = None
+    headers: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def code_version(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()[:12]
+
+
+def parse_model(path: Path) -> SqlModel:
+    """Read one model file; refs become table names and dependencies."""
+    text = path.read_text()
+    headers: dict[str, list[str]] = {}
+    body: list[str] = []
+    in_header = True
+    for line in text.splitlines():
+        m = _HEADER.match(line.strip()) if in_header else None
+        if m:
+            headers.setdefault(m.group(1), []).append(m.group(2).strip())
+            continue
+        if line.strip() and not line.strip().startswith("--"):
+            in_header = False
+        body.append(line)
+    raw_sql = "\n".join(body).strip().rstrip(";")
+    deps = tuple(dict.fromkeys(_REF.findall(raw_sql)))
+
+    def cols(key: str) -> tuple[str, ...]:
+        return tuple(c.strip() for v in headers.get(key, []) for c in v.split(",") if c.strip())
+
+    ranges = []
+    for spec in headers.get("accepted_range", []):
+        col, lo, hi = spec.split()
+        ranges.append((col, float(lo), float(hi)))
+    return SqlModel(
+        name=path.stem,
+        layer=path.parent.name,
+        path=path,
+        sql=_REF.sub(lambda m: m.group(1), raw_sql),
+        deps=deps,
+        description=" ".join(headers.get("description", [])),
+        unique_key=cols("unique_key"),
+        not_null=cols("not_null"),
+        accepted_ranges=tuple(ranges),
+        summary_sql=" ".join(headers["summary"]) if "summary" in headers else None,
+        headers=headers,
+    )
+
+
+def load_models(sql_dir: Path = SQL_DIR) -> list[SqlModel]:
+    """Every model under ``sql_dir``, sorted by layer then name."""
+    models = [parse_model(p) for p in sorted(sql_dir.glob("*/*.sql"))]
+    names = [m.name for m in models]
+    dupes = {n for n in names if names.count(n) > 1}
+    if dupes:
+        raise ValueError(f"two SQL models share a name (one model = one table): {sorted(dupes)}")
+    return models
+
+
+def _markdown(df: object) -> str:
+    import pandas as pd
+
+    assert isinstance(df, pd.DataFrame)
+    head = "| " + " | ".join(map(str, df.columns)) + " |\n|" + "---|" * len(df.columns) + "\n"
+    return head + "\n".join("| " + " | ".join(f"{v:.6g}" if isinstance(v, float) else str(v) for v in row) + " |"
+                            for row in df.itertuples(index=False))
+
+
+def build_model_asset(model: SqlModel) -> dg.AssetsDefinition:
+    """The asset that rebuilds ``model.name`` atomically (CREATE OR REPLACE in a transaction)."""
+
+    @dg.asset(
+        name=model.name,
+        deps=[dg.AssetKey(d) for d in model.deps],
+        group_name=model.layer,
+        pool=DUCKDB_POOL,
+        kinds={"duckdb", "sql"},
+        description=model.description or None,
+        code_version=model.code_version,
+        tags={"layer": model.layer},
+        metadata={"sql_file": dg.MetadataValue.path(str(model.path.relative_to(SQL_DIR.parent)))},
+    )
+    def _model(context: dg.AssetExecutionContext, duckdb: FundarbDuckDB) -> dg.MaterializeResult:
+        with duckdb.get_connection() as conn:
+            conn.execute("BEGIN TRANSACTION")
+            try:
+                conn.execute(f"CREATE OR REPLACE TABLE {model.name} AS\n{model.sql}")
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            rows = int(conn.execute(f"SELECT count(*) FROM {model.name}").fetchall()[0][0])
+            schema = conn.execute(f"DESCRIBE {model.name}").fetchall()
+            summary = conn.execute(model.summary_sql).df() if model.summary_sql else None
+        meta: dict[str, dg.RawMetadataValue] = {
+            "dagster/row_count": rows,
+            "dagster/column_schema": dg.TableSchema(
+                columns=[dg.TableColumn(name=c[0], type=str(c[1])) for c in schema]
+            ),
+            "sql": dg.MetadataValue.md(f"```sql\n{model.sql}\n```"),
+        }
+        if summary is not None:
+            meta["summary"] = dg.MetadataValue.md(_markdown(summary))
+        context.log.info(f"{model.name}: {rows} rows")
+        return dg.MaterializeResult(metadata=meta)
+
+    return _model
+
+
+def build_model_checks(model: SqlModel) -> list[dg.AssetChecksDefinition]:
+    """The tests a model declares in its header, as blocking asset checks."""
+    tests: list[tuple[str, str, str]] = []  # (check name, SQL counting offending rows, description)
+    if model.unique_key:
+        key = ", ".join(model.unique_key)
+        tests.append((
+            "unique_key",
+            f"SELECT count(*) FROM (SELECT {key} FROM {model.name} GROUP BY ALL HAVING count(*) > 1)",
+            f"no two rows share ({key})",
+        ))
+    for col in model.not_null:
+        sql = f"SELECT count(*) FROM {model.name} WHERE {col} IS NULL"
+        tests.append((f"not_null_{col}", sql, f"{col} is never null"))
+    for col, lo, hi in model.accepted_ranges:
+        tests.append((
+            f"range_{col}",
+            f"SELECT count(*) FROM {model.name} WHERE {col} < {lo} OR {col} > {hi}",
+            f"{col} within [{lo}, {hi}]",
+        ))
+
+    def make(check_name: str, sql: str, description: str) -> dg.AssetChecksDefinition:
+        @dg.asset_check(asset=model.name, name=check_name, pool=DUCKDB_POOL, blocking=True, description=description)
+        def _check(duckdb: FundarbDuckDB) -> dg.AssetCheckResult:
+            with duckdb.get_connection() as conn:
+                bad = int(conn.execute(sql).fetchall()[0][0])
+            return dg.AssetCheckResult(passed=bad == 0, metadata={"offending_rows": bad, "query": sql})
+
+        return _check
+
+    return [make(*t) for t in tests]
+
+
+sql_models = load_models()
+sql_assets: list[dg.AssetsDefinition] = [build_model_asset(m) for m in sql_models]
+sql_checks: list[dg.AssetChecksDefinition] = [c for m in sql_models for c in build_model_checks(m)]
