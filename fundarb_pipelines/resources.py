@@ -51,6 +51,7 @@ class FundarbDuckDB(DuckDBResource):
             try:
                 with super().get_connection() as conn:
                     conn.execute("SET TimeZone = 'UTC'")
+                    conn.execute("SET enable_progress_bar = false")
                     yield conn
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)

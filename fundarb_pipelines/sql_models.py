@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
+import duckdb
 
 from fundarb_pipelines.resources import DUCKDB_POOL, FundarbDuckDB
 
@@ -98,6 +99,26 @@ def load_models(sql_dir: Path = SQL_DIR) -> list[SqlModel]:
     if dupes:
         raise ValueError(f"two SQL models share a name (one model = one table): {sorted(dupes)}")
     return models
+
+
+def topological(models: list[SqlModel]) -> list[SqlModel]:
+    """Models in dependency order (refs to raw tables are outside the layer and ignored)."""
+    from graphlib import TopologicalSorter
+
+    by_name = {m.name: m for m in models}
+    order = TopologicalSorter({m.name: [d for d in m.deps if d in by_name] for m in models}).static_order()
+    return [by_name[n] for n in order]
+
+
+def build_all(conn: duckdb.DuckDBPyConnection, models: list[SqlModel] | None = None) -> dict[str, int]:
+    """Rebuild every model on ``conn`` in dependency order, outside Dagster (benchmarks, research
+    integrity tests); returns row counts.  Same SQL as the assets run."""
+    counts = {}
+    conn.execute("SET enable_progress_bar = false")
+    for model in topological(models if models is not None else load_models()):
+        conn.execute(f"CREATE OR REPLACE TABLE {model.name} AS\n{model.sql}")
+        counts[model.name] = int(conn.execute(f"SELECT count(*) FROM {model.name}").fetchall()[0][0])
+    return counts
 
 
 def _markdown(df: object) -> str:

@@ -51,3 +51,9 @@ def small_real_dir(tmp_path: Path, bundled: dict[str, pd.DataFrame]) -> Path:
 
 def env_path(name: str) -> str:
     return os.environ[name]
+
+
+def window_tables(bundled: dict[str, pd.DataFrame], lo: str, hi: str) -> dict[str, pd.DataFrame]:
+    """Every bundled table cut to real rows with ``lo <= ts < hi`` (undated snapshots kept)."""
+    a, b = pd.Timestamp(lo, tz="UTC"), pd.Timestamp(hi, tz="UTC")
+    return {t: f[f.ts.isna() | ((f.ts >= a) & (f.ts < b))].reset_index(drop=True) for t, f in bundled.items()}
