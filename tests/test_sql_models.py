@@ -28,7 +28,10 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dg.ExecuteInJ
     bundled = {t: pd.read_parquet(BUNDLED_DATA_DIR / "market" / f"{f}.parquet") for t, f in LAYOUT_FILES.items()}
     data_dir = write_layout(root / "data", window_tables(bundled, LO, HI))
     db = root / "w.duckdb"
-    resources = {"duckdb": FundarbDuckDB(database=str(db)), "market_source": MarketSourceResource(data_dir=str(data_dir))}
+    resources = {
+        "duckdb": FundarbDuckDB(database=str(db)),
+        "market_source": MarketSourceResource(data_dir=str(data_dir)),
+    }
     raw = dg.materialize(
         raw_assets,
         resources=resources,
