@@ -138,9 +138,24 @@ def print_summary(s: dict[str, object]) -> None:
         print("  no rows were rejected by validation")
 
 
-def _run_ok(result: dg.ExecuteInJobResult, what: str) -> None:
+def _run_ok(result: dg.ExecuteInJobResult, what: str, checks: list[dict[str, object]]) -> None:
     if not result.success:
         raise SystemExit(f"fundarb: {what} failed (run {result.run_id}); see the Dagster UI or logs above")
+    checks.extend(
+        {
+            "check": f"{e.asset_key.to_user_string()}:{e.check_name}",
+            "passed": e.passed,
+            "severity": e.severity.value,
+        }
+        for e in result.get_asset_check_evaluations()
+    )
+
+
+def print_checks(checks: list[dict[str, object]]) -> None:
+    failed = [c for c in checks if not c["passed"]]
+    print(f"  asset checks: {len(checks) - len(failed)} passed, {len(failed)} failed")
+    for c in failed:
+        print(f"    {c['severity']}: {c['check']} (see its metadata in the Dagster UI)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -167,16 +182,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         dagster = Path(sys.executable).with_name("dagster")  # the one installed beside this interpreter
         os.execv(dagster, [str(dagster), "dev", "-w", "workspace.yaml", "--port", str(args.port)])
 
+    checks: list[dict[str, object]] = []
     if args.command in ("ingest", "run"):
         with dg.DagsterInstance.get() as instance:
-            _run_ok(ingest(instance), "ingestion")
+            _run_ok(ingest(instance), "ingestion", checks)
             if args.command == "run":
-                _run_ok(build_models(instance), "SQL models")
+                _run_ok(build_models(instance), "SQL models", checks)
     s = summary(default_duckdb_path())
+    if checks:
+        s["checks"] = checks
     if args.json:
         print(json.dumps(s, default=str))
     else:
         print_summary(s)
+        if checks:
+            print_checks(checks)
     return 0
 
 

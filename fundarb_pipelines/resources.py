@@ -28,6 +28,13 @@ from fundarb_core.sources.replay import ReplaySource
 DUCKDB_POOL = "duckdb"
 DUCKDB_ENV = "FUNDARB_DUCKDB"
 DEFAULT_DUCKDB_PATH = "data/fundarb.duckdb"
+# DuckDB takes 80 % of RAM by default; a cap makes big model builds spill to disk instead of
+# starving the machine (2 cores / 24 GiB here).  FUNDARB_DUCKDB_MEMORY overrides it.
+DEFAULT_DUCKDB_MEMORY = "4GB"
+
+
+def duckdb_memory_limit() -> str:
+    return os.environ.get("FUNDARB_DUCKDB_MEMORY") or DEFAULT_DUCKDB_MEMORY
 
 
 def default_duckdb_path() -> str:
@@ -52,6 +59,7 @@ class FundarbDuckDB(DuckDBResource):
                 with super().get_connection() as conn:
                     conn.execute("SET TimeZone = 'UTC'")
                     conn.execute("SET enable_progress_bar = false")
+                    conn.execute(f"SET memory_limit = '{duckdb_memory_limit()}'")
                     yield conn
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)

@@ -1,0 +1,1 @@
+"""Funding forecasters: targets, models behind one interface, walk-forward evaluation."""
