@@ -181,7 +181,8 @@ def log_evaluation(
             sample = example.head(200)
             signature = infer_signature(sample, wrapper.predict(None, sample))
             info = mlflow.pyfunc.log_model(
-                name="model", python_model=wrapper, signature=signature, pip_requirements=["fundarb"],
+                name="model", python_model=wrapper, signature=signature, input_example=sample.head(3),
+                pip_requirements=["fundarb"],
             )
             model_uri = info.model_uri
     return LoggedEvaluation(run_id=run.info.run_id, model_uri=model_uri, mae=flat.get("mae_all", float("nan")),
