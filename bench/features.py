@@ -38,7 +38,7 @@ def make_raw(db: Path, scale: int) -> int:
         for table, spec in RAW_TABLES.items():
             cols = list(spec.columns)
             select = ", ".join(
-                f"venue_symbol || '~X{{i}}'" if c == "venue_symbol" else f"asset || 'X{{i}}'" if c == "asset" else c
+                "venue_symbol || '~X{i}'" if c == "venue_symbol" else "asset || 'X{i}'" if c == "asset" else c
                 for c in cols
             )
             for i in range(1, scale):
@@ -48,9 +48,8 @@ def make_raw(db: Path, scale: int) -> int:
 
 
 def child(db: str) -> None:
-    from fundarb_pipelines.sql_models import build_all
-
     from fundarb_pipelines.resources import duckdb_memory_limit
+    from fundarb_pipelines.sql_models import build_all
 
     with duckdb.connect(db) as conn:
         conn.execute(f"SET memory_limit = '{duckdb_memory_limit()}'")  # as the Dagster resource runs it

@@ -17,6 +17,7 @@ from pathlib import Path
 import dagster as dg
 import duckdb as duckdb_lib
 
+from fundarb_core.forecast.registry import MODEL_NAMES, TARGET_NAMES
 from fundarb_core.schema import RAW_TABLES
 from fundarb_core.sources.replay import ReplaySource
 from fundarb_core.storage import table_counts
@@ -38,7 +39,7 @@ def _raw_assets_and_checks() -> list[dg.AssetsDefinition | dg.AssetChecksDefinit
     return [*raw_assets, *raw_checks]
 
 
-def ingest(instance: dg.DagsterInstance) -> dg.ExecuteInJobResult:
+def ingest(instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
     """Every raw asset over every partition of the data, as one single-run backfill."""
     from fundarb_pipelines.definitions import build_resources
     from fundarb_pipelines.partitions import daily_partitions
@@ -57,7 +58,7 @@ def ingest(instance: dg.DagsterInstance) -> dg.ExecuteInJobResult:
     )
 
 
-def build_models(instance: dg.DagsterInstance) -> dg.ExecuteInJobResult:
+def build_models(instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
     """Every SQL model (staging → marts) and its checks, on what the raw tables now hold."""
     from fundarb_pipelines.definitions import build_resources
     from fundarb_pipelines.sql_models import sql_assets, sql_checks
@@ -69,6 +70,58 @@ def build_models(instance: dg.DagsterInstance) -> dg.ExecuteInJobResult:
         run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
         tags={"fundarb/command": "run"},
     )
+
+
+def build_forecasts(instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
+    """Training set, the six walk-forward evaluations, leaderboard, champions and latest forecasts."""
+    from fundarb_pipelines.assets.forecast import forecast_assets
+    from fundarb_pipelines.definitions import build_resources
+
+    return dg.materialize(
+        forecast_assets,
+        instance=instance,
+        resources=build_resources(),
+        run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
+        tags={"fundarb/command": "run"},
+    )
+
+
+def forecast_eval(args: argparse.Namespace) -> dict[str, object]:
+    """Walk-forward leaderboard on any canonical-layout directory, outside Dagster: ingest it into a
+    temporary DuckDB file, build the SQL models, evaluate each model from --start to --end (each fit
+    only on what precedes its origin)."""
+    import tempfile
+    from datetime import UTC, datetime
+
+    import pandas as pd
+
+    from fundarb_core.forecast.evaluate import evaluate_model
+    from fundarb_core.forecast.metrics import leaderboard
+    from fundarb_core.forecast.registry import ForecastSettings
+    from fundarb_core.forecast.targets import build_panel
+    from fundarb_core.ingest import ingest_table
+    from fundarb_pipelines.sql_models import build_all
+
+    settings = ForecastSettings(train_window_hours=args.train_window_hours, expanding=args.expanding,
+                                refit_every=args.refit_every)
+    source = ReplaySource(args.data)
+    everything = (datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC))
+    scores, timings = [], {}
+    with tempfile.TemporaryDirectory() as tmp, duckdb_lib.connect(f"{tmp}/eval.duckdb") as conn:
+        for table in RAW_TABLES:
+            ingest_table(conn, source, table, *everything)
+        build_all(conn)
+        for target in args.targets:
+            panel = build_panel(conn, target, end=pd.Timestamp(args.end) + pd.Timedelta(days=2))
+            for model in args.models:
+                ev = evaluate_model(panel, model, pd.Timestamp(args.start), pd.Timestamp(args.end), settings,
+                                    final_fit=False)
+                scores.append(ev.scores)
+                timings[f"{model}/{target}"] = round(ev.seconds, 1)
+                print(f"  {model}/{target}: {ev.seconds:.1f} s", file=sys.stderr, flush=True)
+    board = leaderboard(pd.concat(scores, ignore_index=True))
+    return {"data": str(source.data_dir), "start": args.start, "end": args.end, "settings": settings.params(),
+            "seconds": timings, "leaderboard": board.to_dict(orient="records")}
 
 
 def summary(database: str) -> dict[str, object]:
@@ -138,7 +191,7 @@ def print_summary(s: dict[str, object]) -> None:
         print("  no rows were rejected by validation")
 
 
-def _run_ok(result: dg.ExecuteInJobResult, what: str, checks: list[dict[str, object]]) -> None:
+def _run_ok(result: dg.ExecuteInProcessResult, what: str, checks: list[dict[str, object]]) -> None:
     if not result.success:
         raise SystemExit(f"fundarb: {what} failed (run {result.run_id}); see the Dagster UI or logs above")
     checks.extend(
@@ -168,12 +221,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     ):
         p = sub.add_parser(name, help=help_)
         p.add_argument("--json", action="store_true", help="print the summary as one JSON document")
+    fe = sub.add_parser("forecast-eval", help="walk-forward leaderboard of every model on a data directory")
+    fe.add_argument("--data", default=None, help="canonical-layout directory (default: the bundled data)")
+    fe.add_argument("--start", required=True, help="first origin evaluated (UTC), e.g. 2026-02-01")
+    fe.add_argument("--end", required=True, help="end of the evaluated origins (exclusive)")
+    fe.add_argument("--models", nargs="+", default=list(MODEL_NAMES), choices=MODEL_NAMES)
+    fe.add_argument("--targets", nargs="+", default=list(TARGET_NAMES), choices=TARGET_NAMES)
+    fe.add_argument("--train-window-hours", type=int, default=168)
+    fe.add_argument("--expanding", action="store_true", help="expanding instead of rolling training window")
+    fe.add_argument("--refit-every", type=int, default=24)
+    fe.add_argument("--json", action="store_true", help="print the leaderboard as one JSON document")
     dev = sub.add_parser("dev", help="serve the Dagster UI on this project (dagster dev with the project's home)")
     dev.add_argument("--port", default="3000")
     args = parser.parse_args(argv)
 
     warnings.filterwarnings("ignore", category=dg.BetaWarning)
     warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+    if args.command == "forecast-eval":
+        result = forecast_eval(args)
+        if args.json:
+            print(json.dumps(result, default=str))
+        else:
+            import pandas as pd
+
+            opts = ("display.width", 200, "display.max_rows", 500, "display.float_format", "{:.4g}".format)
+            with pd.option_context(*opts):
+                print(pd.DataFrame(result["leaderboard"]).to_string(index=False))
+        return 0
     home = ensure_dagster_home()
     from fundarb_pipelines.resources import default_duckdb_path
 
@@ -188,6 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _run_ok(ingest(instance), "ingestion", checks)
             if args.command == "run":
                 _run_ok(build_models(instance), "SQL models", checks)
+                _run_ok(build_forecasts(instance), "forecasting", checks)
     s = summary(default_duckdb_path())
     if checks:
         s["checks"] = checks

@@ -7,6 +7,7 @@ resources, so adding a layer means adding a module and one line here.
 
 import dagster as dg
 
+from fundarb_pipelines.assets.forecast import ForecastConfig, MlflowTracking, forecast_assets
 from fundarb_pipelines.assets.raw import raw_assets
 from fundarb_pipelines.checks.raw import raw_checks
 from fundarb_pipelines.resources import (
@@ -15,7 +16,7 @@ from fundarb_pipelines.resources import (
     default_duckdb_path,
     source_kind_from_env,
 )
-from fundarb_pipelines.schedules import hourly_ingest_schedule, ingest_job
+from fundarb_pipelines.schedules import daily_retrain_schedule, hourly_ingest_schedule, ingest_job, retrain_job
 from fundarb_pipelines.sql_models import sql_assets, sql_checks
 
 
@@ -24,15 +25,17 @@ def build_resources() -> dict[str, dg.ConfigurableResource]:
     return {
         "duckdb": FundarbDuckDB(database=default_duckdb_path()),
         "market_source": MarketSourceResource(kind=source_kind_from_env()),
+        "mlflow_tracking": MlflowTracking(),
+        "forecast_config": ForecastConfig(),
     }
 
 
 @dg.definitions
 def defs() -> dg.Definitions:
     return dg.Definitions(
-        assets=[*raw_assets, *sql_assets],
+        assets=[*raw_assets, *sql_assets, *forecast_assets],
         asset_checks=[*raw_checks, *sql_checks],
-        jobs=[ingest_job],
-        schedules=[hourly_ingest_schedule],
+        jobs=[ingest_job, retrain_job],
+        schedules=[hourly_ingest_schedule, daily_retrain_schedule],
         resources=build_resources(),
     )

@@ -20,7 +20,7 @@ LO, HI = "2026-01-10", "2026-02-21"
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dg.ExecuteInJobResult]:
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dg.ExecuteInProcessResult]:
     """Raw assets (one single-run backfill over the window) then every SQL model, via Dagster."""
     from fundarb_core.schema import LAYOUT_FILES
 
@@ -59,7 +59,7 @@ def test_every_model_is_an_asset_with_its_real_dependencies() -> None:
     assert graph.get(dg.AssetKey("stg_funding_hourly")).group_name == "staging"
 
 
-def test_models_materialise_with_row_counts_and_passing_checks(built: tuple[Path, dg.ExecuteInJobResult]) -> None:
+def test_models_materialise_with_row_counts_and_passing_checks(built: tuple[Path, dg.ExecuteInProcessResult]) -> None:
     db, result = built
     with duckdb.connect(str(db), read_only=True) as conn:
         for m in load_models():
@@ -92,7 +92,7 @@ def _panel(db: Path, asset: str, short: str, long: str, hour: str) -> pd.Series:
     return df.iloc[0]
 
 
-def test_spread_mixing_1h_and_8h_by_hand(built: tuple[Path, dg.ExecuteInJobResult]) -> None:
+def test_spread_mixing_1h_and_8h_by_hand(built: tuple[Path, dg.ExecuteInProcessResult]) -> None:
     # ETH, hour [12:00, 13:00) of 2026-01-15: Hyperliquid settles it at 13:00 (1h), Binance at 16:00 (8h)
     hl, hl_i = _rate("hyperliquid", "ETH", "2026-01-15 13:00")
     bn, bn_i = _rate("binance", "ETHUSDT", "2026-01-15 16:00")
@@ -109,7 +109,7 @@ def test_spread_mixing_1h_and_8h_by_hand(built: tuple[Path, dg.ExecuteInJobResul
     assert row.observed_spread_per_hour == pytest.approx(hl_seen - bn_seen / 8, rel=1e-9)
 
 
-def test_spread_across_an_interval_change_by_hand(built: tuple[Path, dg.ExecuteInJobResult]) -> None:
+def test_spread_across_an_interval_change_by_hand(built: tuple[Path, dg.ExecuteInProcessResult]) -> None:
     # Bybit moved INJUSDT from 8h to 1h: the 16:00 settlement is 8h, the 17:00 one is 1h.
     by16, i16 = _rate("bybit", "INJUSDT", "2026-02-19 16:00")
     by17, i17 = _rate("bybit", "INJUSDT", "2026-02-19 17:00")
@@ -125,7 +125,7 @@ def test_spread_across_an_interval_change_by_hand(built: tuple[Path, dg.ExecuteI
     assert by17 == -0.00368432
 
 
-def test_spread_between_two_4h_venues_by_hand(built: tuple[Path, dg.ExecuteInJobResult]) -> None:
+def test_spread_between_two_4h_venues_by_hand(built: tuple[Path, dg.ExecuteInProcessResult]) -> None:
     okx, oi = _rate("okx", "HYPE-USDT-SWAP", "2026-02-01 08:00")
     bn, bi = _rate("binance", "HYPEUSDT", "2026-02-01 08:00")
     assert (oi, bi) == (4.0, 4.0)

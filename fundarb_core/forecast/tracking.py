@@ -69,7 +69,9 @@ def ensure_experiment(client: MlflowClient, target: str) -> str:
 
 def windows_key(predictions: pd.DataFrame) -> str:
     """A fingerprint of the evaluation windows (origins × series) two runs must share to compare."""
-    keys = predictions[["series_id", "hour"]].astype(str).agg("|".join, axis=1).sort_values()
+    if predictions.empty:
+        return "empty"
+    keys = (predictions["series_id"].astype(str) + "|" + predictions["hour"].astype(str)).sort_values()
     return hashlib.sha256("\n".join(keys).encode()).hexdigest()[:16]
 
 

@@ -1,0 +1,312 @@
+"""The keeper's view of the market at one instant, as dense arrays, and its loader from DuckDB.
+
+Why dense arrays: discovery, filtering and planning are then broadcasts over an ``(asset, venue)`` grid and an
+``(asset, short venue, long venue)`` cube, with no per-pair Python and no joins in the hot path; 1,000 assets
+× 8 venues is a 64,000-cell cube per pair field, well under a megabyte each.
+
+Schema (``A`` assets, ``V`` venues; NaN = unknown):
+
+* per (asset, venue) ``(A, V)``: ``rate_per_hour`` (NaN = not listed or stale), ``interval_hours``,
+  ``mark_price``, ``oi_usd``, ``depth_usd``, ``volume_usd_24h``, ``sigma_daily``, ``sigma_baseline``,
+  ``exec_attempts`` / ``exec_failures`` (recent executions on the market, for the market-quality filter);
+* per ordered pair ``(A, V, V)`` indexed ``[asset, short venue, long venue]``: ``consistency`` (share of the
+  last 168 h with a positive spread), ``mean_spread_per_hour`` (trailing 168 h), ``win_rate``, ``basis_bp``,
+  ``basis_mean_bp``, ``basis_std_bp``, ``basis_n``, ``twap_size_usd`` (the TWAP optimiser's size, NaN where none)
+  and ``forecast_spread_per_hour`` (expected spread over the holding horizon, NaN where no forecast);
+* per asset ``(A,)``: ``failed_attempts`` and ``minutes_since_failure`` (cooldown), ``anomaly`` and
+  ``liquidity_stress`` (regime halts);
+* per venue ``(V,)``: ``balances_usd`` (free collateral);
+* scalars: ``drawdown`` (portfolio drawdown as a fraction, for §7 size scaling) and ``as_of``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+import duckdb
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from fundarb_core.funding import per_hour
+from fundarb_core.keeper.config import KeeperConfig
+from fundarb_core.venues import VENUES
+
+FloatArray = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
+
+VENUE_FIELDS: tuple[str, ...] = (
+    "rate_per_hour", "interval_hours", "mark_price", "oi_usd", "depth_usd", "volume_usd_24h", "sigma_daily",
+    "sigma_baseline", "exec_attempts", "exec_failures",
+)
+PAIR_FIELDS: tuple[str, ...] = (
+    "consistency", "mean_spread_per_hour", "win_rate", "basis_bp", "basis_mean_bp", "basis_std_bp", "basis_n",
+    "twap_size_usd", "forecast_spread_per_hour",
+)
+ASSET_FIELDS: tuple[str, ...] = ("failed_attempts", "minutes_since_failure", "anomaly", "liquidity_stress")
+_ZERO_DEFAULT = frozenset({"exec_attempts", "exec_failures", "failed_attempts"})
+
+
+@dataclass(frozen=True, eq=False)
+class Snapshot:
+    """Market state at ``as_of`` (see the module docstring for the schema)."""
+
+    assets: npt.NDArray[np.object_]
+    venues: tuple[str, ...]
+    rate_per_hour: FloatArray
+    interval_hours: FloatArray
+    mark_price: FloatArray
+    oi_usd: FloatArray
+    depth_usd: FloatArray
+    volume_usd_24h: FloatArray
+    sigma_daily: FloatArray
+    sigma_baseline: FloatArray
+    exec_attempts: FloatArray
+    exec_failures: FloatArray
+    consistency: FloatArray
+    mean_spread_per_hour: FloatArray
+    win_rate: FloatArray
+    basis_bp: FloatArray
+    basis_mean_bp: FloatArray
+    basis_std_bp: FloatArray
+    basis_n: FloatArray
+    twap_size_usd: FloatArray
+    forecast_spread_per_hour: FloatArray
+    failed_attempts: FloatArray
+    minutes_since_failure: FloatArray
+    anomaly: BoolArray
+    liquidity_stress: BoolArray
+    balances_usd: FloatArray
+    drawdown: float = 0.0
+    as_of: pd.Timestamp | None = None
+
+    @property
+    def n_assets(self) -> int:
+        return len(self.assets)
+
+    @property
+    def n_venues(self) -> int:
+        return len(self.venues)
+
+    @classmethod
+    def empty(
+        cls, assets: Sequence[str], venues: Sequence[str], balances_usd: Mapping[str, float] | None = None,
+        config: KeeperConfig | None = None, as_of: pd.Timestamp | None = None,
+    ) -> Snapshot:
+        """A snapshot with every number unknown (counts 0, flags False) and balances from ``balances_usd``."""
+        cfg = config or KeeperConfig()
+        a, v = len(assets), len(venues)
+        arrays: dict[str, np.ndarray] = {}
+        for f in VENUE_FIELDS:
+            arrays[f] = np.full((a, v), 0.0 if f in _ZERO_DEFAULT else np.nan)
+        for f in PAIR_FIELDS:
+            arrays[f] = np.full((a, v, v), np.nan)
+        arrays["failed_attempts"] = np.zeros(a)
+        arrays["minutes_since_failure"] = np.full(a, np.inf)
+        arrays["anomaly"] = np.zeros(a, dtype=bool)
+        arrays["liquidity_stress"] = np.zeros(a, dtype=bool)
+        bal = balances_usd or {}
+        arrays["balances_usd"] = np.array([float(bal.get(x, cfg.default_balance_usd)) for x in venues])
+        return cls(assets=np.asarray(list(assets), dtype=object), venues=tuple(venues), as_of=as_of,
+                   **arrays)  # type: ignore[arg-type]
+
+    def replace(self, **changes: object) -> Snapshot:
+        """A copy with some fields replaced (arrays are not copied)."""
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+
+def default_venue_order(venues: Sequence[str]) -> tuple[str, ...]:
+    """Registry order first (stable across snapshots), unknown venues after, alphabetically."""
+    known = [v for v in VENUES if v in set(venues)]
+    return tuple(known + sorted(set(venues) - set(known)))
+
+
+def snapshot_from_frames(
+    venue_rows: pd.DataFrame,
+    pair_rows: pd.DataFrame | None = None,
+    asset_rows: pd.DataFrame | None = None,
+    balances_usd: Mapping[str, float] | None = None,
+    config: KeeperConfig | None = None,
+    venues: Sequence[str] | None = None,
+    as_of: pd.Timestamp | None = None,
+    drawdown: float = 0.0,
+) -> Snapshot:
+    """Build a :class:`Snapshot` from long frames.
+
+    ``venue_rows`` has ``venue``, ``asset`` and either ``rate_per_hour`` or ``rate`` (per its interval) with
+    ``interval_hours`` — a per-interval rate is converted with :func:`fundarb_core.funding.per_hour`, the one
+    conversion of the project — plus any of :data:`VENUE_FIELDS`.  ``pair_rows`` has ``asset``,
+    ``short_venue``, ``long_venue`` and any of :data:`PAIR_FIELDS`; ``asset_rows`` has ``asset`` and any of
+    :data:`ASSET_FIELDS`.  Assets are every asset of ``venue_rows``, sorted.
+    """
+    vr = venue_rows.copy()
+    if "rate_per_hour" not in vr and "rate" in vr:
+        vr["rate_per_hour"] = per_hour(vr["rate"].to_numpy(dtype="float64"), vr["interval_hours"].to_numpy(
+            dtype="float64"))
+    assets = sorted(vr["asset"].astype(str).unique())
+    venue_order = tuple(venues) if venues is not None else default_venue_order(vr["venue"].astype(str).unique())
+    snap = Snapshot.empty(assets, venue_order, balances_usd, config, as_of)
+    a_idx = {a: i for i, a in enumerate(assets)}
+    v_idx = {v: i for i, v in enumerate(venue_order)}
+
+    vr = vr[vr["venue"].isin(v_idx)]
+    ai = vr["asset"].map(a_idx).to_numpy(dtype="int64")
+    vi = vr["venue"].map(v_idx).to_numpy(dtype="int64")
+    for f in VENUE_FIELDS:
+        if f in vr:
+            getattr(snap, f)[ai, vi] = pd.to_numeric(vr[f], errors="coerce").to_numpy(dtype="float64",
+                                                                                       na_value=np.nan)
+    if pair_rows is not None and len(pair_rows):
+        pr = pair_rows[pair_rows["asset"].isin(a_idx) & pair_rows["short_venue"].isin(v_idx)
+                       & pair_rows["long_venue"].isin(v_idx)]
+        pa = pr["asset"].map(a_idx).to_numpy(dtype="int64")
+        ps = pr["short_venue"].map(v_idx).to_numpy(dtype="int64")
+        pl = pr["long_venue"].map(v_idx).to_numpy(dtype="int64")
+        for f in PAIR_FIELDS:
+            if f in pr:
+                getattr(snap, f)[pa, ps, pl] = pd.to_numeric(pr[f], errors="coerce").to_numpy(
+                    dtype="float64", na_value=np.nan)
+    if asset_rows is not None and len(asset_rows):
+        ar = asset_rows[asset_rows["asset"].isin(a_idx)]
+        aa = ar["asset"].map(a_idx).to_numpy(dtype="int64")
+        for f in ASSET_FIELDS:
+            if f in ar:
+                target = getattr(snap, f)
+                if target.dtype == bool:
+                    target[aa] = ar[f].fillna(False).to_numpy(dtype=bool)
+                else:
+                    target[aa] = pd.to_numeric(ar[f], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+    return snap.replace(drawdown=float(drawdown))
+
+
+def _as_naive_utc(as_of: str | datetime | pd.Timestamp) -> pd.Timestamp:
+    ts = pd.Timestamp(as_of)
+    return ts.tz_convert("UTC").tz_localize(None) if ts.tzinfo is not None else ts
+
+
+_VENUE_SQL = """
+WITH rates AS (  -- the last settlement a trader had seen at $as_of, if fresh (as spread_panel's rule)
+    SELECT venue, asset, observed_rate_per_hour AS rate_per_hour, observed_interval_hours AS interval_hours
+    FROM stg_funding_hourly
+    WHERE hour <= $as_of AND hour >= $as_of - to_hours($rate_window)
+      AND observed_rate_per_hour IS NOT NULL
+      AND epoch($as_of - observed_settled_at) / 3600 <= $rate_age * observed_interval_hours
+    QUALIFY row_number() OVER (PARTITION BY venue, asset ORDER BY hour DESC) = 1
+),
+vol AS (
+    SELECT venue, asset, sigma_daily,
+           CASE WHEN hour >= $as_of - to_hours($mkt_age) THEN volume_usd_24h END AS volume_usd_24h
+    FROM volatility
+    WHERE hour <= $as_of AND hour >= $as_of - to_hours($sigma_age) AND sigma_daily IS NOT NULL
+    QUALIFY row_number() OVER (PARTITION BY venue, asset ORDER BY hour DESC) = 1
+),
+base AS (
+    SELECT venue, asset, median(sigma_daily) AS sigma_baseline
+    FROM volatility
+    WHERE hour <= $as_of AND hour > $as_of - to_hours($base_hours)
+    GROUP BY venue, asset
+),
+px AS (
+    SELECT venue, asset, close AS mark_price FROM stg_candles
+    WHERE hour <= $as_of AND hour >= $as_of - to_hours($mkt_age)
+    QUALIFY row_number() OVER (PARTITION BY venue, asset ORDER BY hour DESC) = 1
+),
+oi AS (
+    SELECT venue, asset, oi_usd FROM open_interest
+    WHERE ts <= $as_of AND ts >= $as_of - to_hours($mkt_age)
+    QUALIFY row_number() OVER (PARTITION BY venue, asset
+                               ORDER BY ts DESC, CASE quote WHEN 'USDT' THEN 0 ELSE 1 END) = 1
+),
+depth AS (
+    SELECT venue, asset, mid_price,
+           CASE WHEN bid_depth_usd IS NULL THEN ask_depth_usd WHEN ask_depth_usd IS NULL THEN bid_depth_usd
+                ELSE least(bid_depth_usd, ask_depth_usd) END AS depth_usd
+    FROM orderbook_depth
+    WHERE ts <= $as_of AND ts >= $as_of - to_hours($mkt_age)
+    QUALIFY row_number() OVER (PARTITION BY venue, asset ORDER BY ts DESC) = 1
+)
+SELECT r.venue, r.asset, r.rate_per_hour, r.interval_hours,
+       coalesce(px.mark_price, depth.mid_price) AS mark_price,
+       oi.oi_usd, depth.depth_usd, vol.volume_usd_24h, vol.sigma_daily, base.sigma_baseline
+FROM rates r
+LEFT JOIN vol USING (venue, asset)
+LEFT JOIN base USING (venue, asset)
+LEFT JOIN px USING (venue, asset)
+LEFT JOIN oi USING (venue, asset)
+LEFT JOIN depth USING (venue, asset)
+"""
+
+_PAIR_SQL = """
+WITH pf AS (
+    SELECT asset, short_venue, long_venue, consistency_168h AS consistency,
+           spread_mean_168h AS mean_spread_per_hour, spread_mean_24h AS mean_spread_24h
+    FROM pair_features
+    WHERE hour <= $as_of AND hour >= $as_of - to_hours($mkt_age)
+    QUALIFY row_number() OVER (PARTITION BY asset, short_venue, long_venue ORDER BY hour DESC) = 1
+),
+b AS (
+    SELECT asset, short_venue, long_venue, basis_bp, basis_mean_168h AS basis_mean_bp,
+           basis_std_168h AS basis_std_bp, basis_n_168h AS basis_n
+    FROM basis
+    WHERE hour <= $as_of AND hour >= $as_of - to_hours($mkt_age)
+    QUALIFY row_number() OVER (PARTITION BY asset, short_venue, long_venue ORDER BY hour DESC) = 1
+)
+SELECT asset, short_venue, long_venue, pf.consistency, pf.mean_spread_per_hour, pf.mean_spread_24h,
+       pf.consistency AS win_rate, b.basis_bp, b.basis_mean_bp, b.basis_std_bp, b.basis_n
+FROM pf FULL OUTER JOIN b USING (asset, short_venue, long_venue)
+"""
+
+_ASSET_SQL = """
+SELECT asset, anomaly, liquidity_stress FROM regime_labels
+WHERE hour <= $as_of AND hour >= $as_of - to_hours($mkt_age)
+QUALIFY row_number() OVER (PARTITION BY asset ORDER BY hour DESC) = 1
+"""
+
+
+def snapshot_from_duckdb(
+    conn: duckdb.DuckDBPyConnection,
+    as_of_hour: str | datetime | pd.Timestamp,
+    balances_usd: Mapping[str, float] | None = None,
+    config: KeeperConfig | None = None,
+    venues: Sequence[str] | None = None,
+    baseline_forecast: Literal["none", "mean_24h"] = "none",
+) -> Snapshot:
+    """The snapshot a keeper would have had at ``as_of_hour``, from the SQL models (nothing after it).
+
+    Sources, each the latest row at or before ``as_of`` within a freshness limit from ``config``:
+
+    * rates — ``stg_funding_hourly`` observed columns (the last settlement at or before the row's hour), kept
+      only while the settlement is at most two of its intervals old at ``as_of`` (spread_panel's rule), so a
+      venue that stopped reporting drops out instead of contributing a stale rate;
+    * σ_daily and 24 h volume — ``volatility`` (σ up to 48 h old, volume up to 2 h); σ baseline — the median
+      σ_daily over the trailing 30 days;
+    * open interest, book depth (the thinner side), mark price (last bar close, else book mid) — up to 2 h old;
+    * per pair — ``pair_features`` (consistency and mean spread over 168 h) and ``basis`` (basis, its 168 h
+      mean, σ and count), up to 2 h old;
+    * per asset — ``regime_labels`` (anomaly, liquidity stress).
+
+    Choices: the win rate, which the keeper will read from its own funding-payment record (§8), is proxied by
+    the pair's consistency (share of the last 168 h its spread was positive), the win rate a holder of that
+    pair would have had; balances default to ``config.default_balance_usd`` per venue; no forecasts, TWAP
+    sizes or execution history are in the database, so those stay unknown — unless ``baseline_forecast``
+    is ``"mean_24h"``, which fills the forecast with the pair's trailing 24 h mean spread (the rolling-mean
+    baseline of spec §9) for keepers run without a model: the observed spread of hourly venues is noisy, and
+    planning on it makes the switching rule chase one-hour moves.
+    """
+    cfg = config or KeeperConfig()
+    ts = _as_naive_utc(as_of_hour)
+    params = {"as_of": ts.to_pydatetime(), "rate_age": cfg.max_rate_age_intervals,
+              "rate_window": int(np.ceil(cfg.max_rate_age_intervals * 8.0)),  # the longest interval is 8 h
+              "mkt_age": int(cfg.max_market_age_hours), "sigma_age": int(cfg.max_sigma_age_hours),
+              "base_hours": int(cfg.sigma_baseline_hours)}
+    venue_rows = conn.execute(_VENUE_SQL, params).df()
+    pair_params = {k: params[k] for k in ("as_of", "mkt_age")}
+    pair_rows = conn.execute(_PAIR_SQL, pair_params).df()
+    asset_rows = conn.execute(_ASSET_SQL, pair_params).df()
+    if baseline_forecast == "mean_24h":
+        pair_rows["forecast_spread_per_hour"] = pair_rows["mean_spread_24h"]
+    return snapshot_from_frames(venue_rows, pair_rows, asset_rows, balances_usd, cfg, venues, as_of=ts)
