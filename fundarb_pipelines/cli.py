@@ -146,6 +146,17 @@ def summary(database: str) -> dict[str, object]:
             for m in load_models()
             if m.name in existing
         }
+        forecasts: list[dict[str, object]] = []
+        if "model_leaderboard" in existing:
+            forecasts = conn.execute(
+                "SELECT target, model, mae, skill, coverage FROM model_leaderboard WHERE venue_type = 'all' "
+                "ORDER BY target, mae"
+            ).df().to_dict(orient="records")
+        champions = (
+            conn.execute("SELECT target, champion, reason FROM champion_models").df().to_dict(orient="records")
+            if "champion_models" in existing
+            else []
+        )
         rejects = conn.execute(
             "SELECT raw_table, field, reason, count(*) FROM rejected_rows GROUP BY ALL ORDER BY 4 DESC"
         ).fetchall()
@@ -154,6 +165,8 @@ def summary(database: str) -> dict[str, object]:
         "tables": counts,
         "source_rows": source_rows,
         "models": models,
+        "forecast_leaderboard": forecasts,
+        "champions": champions,
         "rejected_by_table": rejected_by_table,
         "funding_venues": span[0],
         "funding_assets": span[1],
@@ -182,6 +195,14 @@ def print_summary(s: dict[str, object]) -> None:
     models: dict[str, int] = s["models"]  # type: ignore[assignment]
     if models:
         print("  SQL models: " + ", ".join(f"{k} {v:,}" for k, v in models.items()))
+    board: list[dict[str, object]] = s["forecast_leaderboard"]  # type: ignore[assignment]
+    if board:
+        print("  forecasters (walk-forward, out-of-sample, all venues; per-hour MAE as APR):")
+        for r in board:
+            print(f"    {r['target']:<16} {r['model']:<12} MAE {float(r['mae']) * 8760:7.4f}  "
+                  f"skill vs persistence {float(r['skill']):+.3f}  80% coverage {float(r['coverage']):.2f}")
+    for c in s["champions"]:  # type: ignore[attr-defined]
+        print(f"  champion for {c['target']}: {c['champion']} ({c['reason']})")
     rejects: list[dict[str, object]] = s["rejects"]  # type: ignore[assignment]
     if rejects:
         print("  rejected rows by reason:")

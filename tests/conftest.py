@@ -16,8 +16,10 @@ from fundarb_core.sources.replay import BUNDLED_DATA_DIR
 @pytest.fixture(autouse=True)
 def _isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """No test touches the user's database, Dagster home or MLflow store."""
+    monkeypatch.chdir(tmp_path)  # relative defaults (data/, mlflow/) land in the temp dir too
     monkeypatch.setenv("FUNDARB_DUCKDB", str(tmp_path / "fundarb.duckdb"))
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.delenv("FUNDARB_DATA_DIR", raising=False)
     monkeypatch.delenv("FUNDARB_SOURCE", raising=False)
     yield

@@ -1,0 +1,266 @@
+"""One keeper cycle (spec §6) in paper mode: reconcile → single legs → health → snapshot → plan → at most one
+entry or switch → performance.
+
+Why this order: reconcile first so every later step sees the venues' truth (a fill the previous process never
+recorded is still exposure); single legs and health before planning because they are risk reductions that must
+happen whatever the market offers; one action per cycle so a bad snapshot can do at most one trade of harm.
+
+Choices: the position id is ``{asset}.{short}.{long}.{now:%Y%m%dT%H%M%S}`` — deterministic, so a cycle re-run
+at the same ``now`` after a crash derives the same client ids and cannot open twice; the short leg is sent first
+(the sell at the bid), then the long leg; a switch enters the new plan only when the old position closed flat;
+``dry_run`` plans and records every decision but sends nothing.  Forecasts, when given, are a frame with
+``asset``, ``short_venue``, ``long_venue``, ``forecast_spread_per_hour``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from fundarb_core.keeper.config import KeeperConfig
+from fundarb_core.keeper.exchange import ExchangeAdapter, PaperExchange
+from fundarb_core.keeper.ledger import Ledger, ReconcileReport, reconcile, send_order
+from fundarb_core.keeper.performance import performance
+from fundarb_core.keeper.planning import Position, choose_action, mark_positions, plan_cycle
+from fundarb_core.keeper.risk import (
+    RiskConfig,
+    close_position,
+    data_age_hours,
+    drawdown,
+    end_of_cycle_naked,
+    entry_limits,
+    health_actions,
+    kill,
+    kill_switch_active,
+    net_deltas,
+    repair_single_legs,
+)
+from fundarb_core.keeper.snapshot import Snapshot, snapshot_from_duckdb
+
+
+@dataclass
+class CycleReport:
+    """What one cycle saw and did."""
+
+    now: datetime
+    action: str = "none"
+    reason: str = ""
+    position_id: str | None = None
+    closed_position_id: str | None = None
+    orders: list[str] = field(default_factory=list)
+    events: list[str] = field(default_factory=list)
+    paused: list[str] = field(default_factory=list)
+    decisions: int = 0
+    reconcile: ReconcileReport | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def _naive(ts: datetime | pd.Timestamp | str) -> datetime:
+    t = pd.Timestamp(ts)
+    if t.tzinfo is not None:
+        t = t.tz_convert("UTC").tz_localize(None)
+    return t.to_pydatetime()
+
+
+def _restrict(snap: Snapshot, assets: Sequence[str] | None) -> Snapshot:
+    if assets is None:
+        return snap
+    keep = np.isin(snap.assets.astype(str), np.asarray(list(assets), dtype=str))
+    rate = snap.rate_per_hour.copy()
+    rate[~keep] = np.nan
+    return snap.replace(rate_per_hour=rate)
+
+
+def _enrich(snap: Snapshot, ledger: Ledger, now: datetime, config: KeeperConfig, dd: float,
+            forecasts: pd.DataFrame | None) -> Snapshot:
+    """Cooldowns, market quality (24 h of the keeper's orders), drawdown and forecasts into the snapshot."""
+    a_idx = {str(a): i for i, a in enumerate(snap.assets)}
+    v_idx = {v: i for i, v in enumerate(snap.venues)}
+    failed, minutes = snap.failed_attempts.copy(), snap.minutes_since_failure.copy()
+    for asset, (failed_at, n) in ledger.cooldowns(now).items():
+        if asset in a_idx:
+            failed[a_idx[asset]] = max(n, config.cooldown_failures)
+            minutes[a_idx[asset]] = (pd.Timestamp(now) - pd.Timestamp(failed_at)).total_seconds() / 60.0
+    att, fail = snap.exec_attempts.copy(), snap.exec_failures.copy()
+    rows = ledger.rows("SELECT asset, venue, count(*), count(*) FILTER (WHERE status IN ('rejected', "
+                       "'not_received', 'partial')) FROM ledger_orders WHERE created_at > ? AND purpose IN "
+                       "('open', 'retry') GROUP BY asset, venue", [now - pd.Timedelta(hours=24)])
+    for asset, venue, n, f in rows:
+        if asset in a_idx and venue in v_idx:
+            att[a_idx[asset], v_idx[venue]], fail[a_idx[asset], v_idx[venue]] = n, f
+    fc = snap.forecast_spread_per_hour
+    if forecasts is not None and len(forecasts):
+        fc = fc.copy()
+        for r in forecasts.itertuples(index=False):
+            i, s, lv = a_idx.get(str(r.asset)), v_idx.get(str(r.short_venue)), v_idx.get(str(r.long_venue))
+            if i is not None and s is not None and lv is not None:
+                fc[i, s, lv] = float(r.forecast_spread_per_hour)
+    return snap.replace(failed_attempts=failed, minutes_since_failure=minutes, exec_attempts=att,
+                        exec_failures=fail, drawdown=dd, forecast_spread_per_hour=fc)
+
+
+def _decision_frame(now: datetime, res: Any, taken: tuple[str, str, str] | None, blocked: pd.Series,
+                    action_reason: str) -> pd.DataFrame:
+    """Every candidate that failed discovery and every plan, with why it was taken or rejected."""
+    cand = res.candidates[~res.candidates["valid"]]
+    plans = res.plans
+    frames = []
+    if len(cand):
+        frames.append(pd.DataFrame({
+            "stage": "discovery", "asset": cand["asset"].astype(str), "short_venue": cand["short_venue"].astype(str),
+            "long_venue": cand["long_venue"].astype(str), "valid": False, "taken": False,
+            "reason": cand["reason"].astype(str), "score": np.nan, "size_usd": np.nan, "break_even_hours": np.nan,
+            "expected_apy": np.nan}))
+    if len(plans):
+        key = plans["asset"].astype(str) + "|" + plans["short_venue"].astype(str) + "|" + plans[
+            "long_venue"].astype(str)
+        is_taken = key == ("|".join(taken) if taken else "")
+        reason = plans["reason"].astype(object).where(plans["reason"].notna(), "")
+        reason = reason.where(reason != "", blocked.reindex(plans.index).fillna(""))
+        reason = reason.where(reason != "", "not chosen: " + action_reason)
+        reason = reason.where(~is_taken, "taken")
+        frames.append(pd.DataFrame({
+            "stage": "plan", "asset": plans["asset"].astype(str), "short_venue": plans["short_venue"].astype(str),
+            "long_venue": plans["long_venue"].astype(str), "valid": plans["valid"].astype(bool),
+            "taken": is_taken.to_numpy(), "reason": reason.astype(str), "score": plans["score"],
+            "size_usd": plans["size_usd"], "break_even_hours": plans["break_even_hours"],
+            "expected_apy": plans["expected_apy"]}))
+    if not frames:
+        return pd.DataFrame()
+    out = pd.concat(frames, ignore_index=True)
+    out.insert(0, "cycle_ts", now)
+    out.insert(1, "seq", np.arange(len(out), dtype="int64"))
+    out["details"] = None
+    return out
+
+
+def open_plan(ledger: Ledger, exchange: ExchangeAdapter, plan: dict[str, Any], now: datetime, config: KeeperConfig,
+              risk: RiskConfig) -> tuple[str, list[str]]:
+    """Enter a plan: position row, leverage, short leg (sell at bid) then long leg (buy at ask); then one repair."""
+    asset, short, long_ = str(plan["asset"]), str(plan["short_venue"]), str(plan["long_venue"])
+    pid = f"{asset}.{short}.{long_}.{pd.Timestamp(now):%Y%m%dT%H%M%S}"
+    ledger.add_position(pid, plan, now)
+    lev = float(plan.get("leverage", 1.0))
+    orders = []
+    for venue, side, leg in ((short, "sell", "short"), (long_, "buy", "long")):
+        exchange.set_leverage(venue, asset, lev)
+        sent = send_order(ledger, exchange, position_id=pid, venue=venue, asset=asset, side=side,  # type: ignore
+                          size_usd=float(plan["size_usd"]), leg=leg, purpose="open", attempt=0, now=now)
+        orders.append(sent.client_id)
+    return pid, orders
+
+
+def run_cycle(
+    conn: duckdb.DuckDBPyConnection, exchange: ExchangeAdapter, config: KeeperConfig | None = None,
+    now: datetime | pd.Timestamp | str | None = None, forecasts: pd.DataFrame | None = None, *,
+    risk: RiskConfig | None = None, dry_run: bool = False, venues: Sequence[str] | None = None,
+    assets: Sequence[str] | None = None, ledger: Ledger | None = None,
+) -> CycleReport:
+    """One cycle at ``now`` (paper mode; module doc).  ``venues`` / ``assets`` restrict the market considered."""
+    cfg = config or KeeperConfig()
+    rk = risk or RiskConfig()
+    t = _naive(now if now is not None else pd.Timestamp.now(tz="UTC"))
+    led = ledger or Ledger(conn)
+    if isinstance(exchange, PaperExchange):
+        exchange.advance_to(t)
+    report = CycleReport(now=t)
+    bal = exchange.balances()
+    led.ensure_accounts({v: b.initial_usd for v, b in bal.items()})
+
+    # 1. reconcile, before anything else
+    report.reconcile = reconcile(led, exchange, t)
+
+    # 2. kill switch
+    if kill_switch_active(rk):
+        report.paused.append("kill_switch")
+        if not dry_run:
+            report.events += kill(led, exchange, t, cfg, rk)
+        report.action, report.reason = "none", "kill_switch"
+        return _finish(led, exchange, t, cfg, rk, report, dry_run)
+
+    if not dry_run:
+        # 3. single legs (and unfinished closes, orphans); 4. health
+        report.events += repair_single_legs(led, exchange, t, cfg, rk)
+        report.events += health_actions(led, exchange, t, cfg, rk)
+
+    # 5. snapshot as of now, with the keeper's own state
+    bal = exchange.balances()
+    free = {v: max(0.0, b.equity_usd - b.margin_used_usd) for v, b in bal.items()}
+    equity = float(sum(b.equity_usd for b in bal.values()))
+    dd = drawdown(equity, led.peak_equity())
+    snap = snapshot_from_duckdb(conn, t, balances_usd=free, config=cfg, venues=venues)
+    snap = _enrich(_restrict(snap, assets), led, t, cfg, dd, forecasts)
+
+    # 6. plan
+    held = [Position(asset=p.asset, short_venue=p.short_venue, long_venue=p.long_venue, size_usd=p.size_usd,
+                     total_costs_usd=p.total_costs_usd or 0.0, exit_fees_usd=p.exit_fees_usd or 0.0,
+                     hourly_return_usd=p.expected_hourly_usd or 0.0,
+                     hours_held=(pd.Timestamp(t) - pd.Timestamp(p.opened_at)).total_seconds() / 3600.0)
+            for p in led.positions(("open",))]
+    busy = {p.asset for p in led.positions() if p.status != "open"}  # assets with a leg under repair/closing
+    res = plan_cycle(snap, held, cfg)
+    deltas = net_deltas(led, exchange, cfg, rk)
+    blocked = entry_limits(res.plans, deltas, cfg, rk)
+    if len(res.plans):
+        busy_mask = res.plans["asset"].astype(str).isin(busy)
+        blocked = blocked.where(~busy_mask | (blocked != ""), "asset_busy")
+        stop = (blocked != "").to_numpy() & res.plans["valid"].to_numpy(dtype=bool)
+        if stop.any():
+            plans = res.plans.copy()
+            plans.loc[stop, "valid"] = False
+            action = choose_action(plans, mark_positions(held, snap), cfg)
+            res = type(res)(res.candidates, res.plans, action)
+
+    age = data_age_hours(conn, t)
+    if age > rk.max_data_age_hours:
+        report.paused.append(f"stale_data ({age:.1f} h)")
+    if not np.isfinite(snap.rate_per_hour).any():
+        report.paused.append("no_rates")
+    action = res.action
+    taken: tuple[str, str, str] | None = None
+    if action.kind != "none" and action.plan is not None and not report.paused:
+        taken = (str(action.plan["asset"]), str(action.plan["short_venue"]), str(action.plan["long_venue"]))
+    report.action = action.kind if taken else "none"
+    report.reason = action.reason if not report.paused else "paused: " + ", ".join(report.paused)
+    decisions = _decision_frame(t, res, taken, blocked, report.reason)
+    if action.kind == "switch" and action.close is not None:
+        extra = pd.DataFrame([{"cycle_ts": t, "seq": len(decisions), "stage": "switch_close",
+                               "asset": action.close.asset, "short_venue": action.close.short_venue,
+                               "long_venue": action.close.long_venue, "valid": True, "taken": taken is not None,
+                               "reason": action.reason, "details": json.dumps(
+                                   {"compared_hours": action.compared_hours,
+                                    "threshold_hours": action.threshold_hours}, default=str)}])
+        decisions = pd.concat([decisions, extra], ignore_index=True) if len(decisions) else extra
+    led.record_decisions(decisions)
+    report.decisions = len(decisions)
+
+    # 7. at most one entry or switch
+    if taken and not dry_run and action.plan is not None:
+        if action.kind == "switch" and action.close is not None:
+            old = [p for p in led.positions(("open",)) if (p.asset, p.short_venue, p.long_venue) ==
+                   (action.close.asset, action.close.short_venue, action.close.long_venue)]
+            flat = all(close_position(led, exchange, p, t, cfg, rk, reason="switch") for p in old)
+            report.closed_position_id = old[0].position_id if old else None
+            if not flat:
+                report.events.append("switch: old position not flat, entry skipped")
+                return _finish(led, exchange, t, cfg, rk, report, dry_run)
+        pid, orders = open_plan(led, exchange, action.plan, t, cfg, rk)
+        report.position_id, report.orders = pid, orders
+        report.events += repair_single_legs(led, exchange, t, cfg, rk)
+    return _finish(led, exchange, t, cfg, rk, report, dry_run)
+
+
+def _finish(led: Ledger, exchange: ExchangeAdapter, t: datetime, cfg: KeeperConfig, rk: RiskConfig,
+            report: CycleReport, dry_run: bool) -> CycleReport:
+    if not dry_run:
+        end_of_cycle_naked(led, exchange, t, cfg, rk)
+    report.metrics = performance(led, exchange, t)
+    led.write_performance(t, report.metrics)
+    return report
