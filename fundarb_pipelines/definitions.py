@@ -8,6 +8,7 @@ resources, so adding a layer means adding a module and one line here.
 import dagster as dg
 
 from fundarb_pipelines.assets.forecast import ForecastConfig, MlflowTracking, forecast_assets
+from fundarb_pipelines.assets.keeper import keeper_assets, keeper_job
 from fundarb_pipelines.assets.raw import raw_assets
 from fundarb_pipelines.checks.raw import raw_checks
 from fundarb_pipelines.resources import (
@@ -17,6 +18,7 @@ from fundarb_pipelines.resources import (
     source_kind_from_env,
 )
 from fundarb_pipelines.schedules import daily_retrain_schedule, hourly_ingest_schedule, ingest_job, retrain_job
+from fundarb_pipelines.sensors import fresh_inputs_keeper_sensor
 from fundarb_pipelines.sql_models import sql_assets, sql_checks
 
 
@@ -33,9 +35,10 @@ def build_resources() -> dict[str, dg.ConfigurableResource]:
 @dg.definitions
 def defs() -> dg.Definitions:
     return dg.Definitions(
-        assets=[*raw_assets, *sql_assets, *forecast_assets],
+        assets=[*raw_assets, *sql_assets, *forecast_assets, *keeper_assets],
         asset_checks=[*raw_checks, *sql_checks],
-        jobs=[ingest_job, retrain_job],
+        jobs=[ingest_job, retrain_job, keeper_job],
+        sensors=[fresh_inputs_keeper_sensor],
         schedules=[hourly_ingest_schedule, daily_retrain_schedule],
         resources=build_resources(),
     )
