@@ -6,6 +6,8 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import duckdb
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -59,3 +61,46 @@ def window_tables(bundled: dict[str, pd.DataFrame], lo: str, hi: str) -> dict[st
     """Every bundled table cut to real rows with ``lo <= ts < hi`` (undated snapshots kept)."""
     a, b = pd.Timestamp(lo, tz="UTC"), pd.Timestamp(hi, tz="UTC")
     return {t: f[f.ts.isna() | ((f.ts >= a) & (f.ts < b))].reset_index(drop=True) for t, f in bundled.items()}
+
+
+def real_db(root: Path, tables: dict[str, pd.DataFrame]) -> duckdb.DuckDBPyConnection:
+    """A DuckDB file under ``root`` holding ``tables`` (real rows) ingested and every SQL model built."""
+    from datetime import UTC, datetime
+
+    from fundarb_core.ingest import ingest_table
+    from fundarb_core.schema import RAW_TABLES
+    from fundarb_core.sources.replay import ReplaySource
+    from fundarb_pipelines.sql_models import build_all
+
+    source = ReplaySource(write_layout(root, tables))
+    conn = duckdb.connect(str(root / "db.duckdb"))
+    everything = (datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC))
+    for t in RAW_TABLES:
+        ingest_table(conn, source, t, *everything, now=datetime(2026, 5, 1, tzinfo=UTC))
+    build_all(conn)
+    return conn
+
+
+def alter_after(tables: dict[str, pd.DataFrame], cut: pd.Timestamp, seed: int = 7) -> dict[str, pd.DataFrame]:
+    """Every raw row whose information arrives after ``cut`` changed, and a fifth of them deleted.
+
+    A bar is known at its close (open + 1 h); everything else at its ``ts``.  Used by the leakage tests:
+    nothing stamped at or before ``cut`` may change when this is applied.
+    """
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name, frame in tables.items():
+        f = frame.copy()
+        known = f.ts + pd.Timedelta(hours=1) if name == "candles" else f.ts
+        after = (known > cut).to_numpy()
+        if name == "funding_rates":
+            f.loc[after, "rate"] = -3 * f.loc[after, "rate"] + 1e-4
+        elif name == "candles":
+            for c in ("open", "high", "low", "close"):
+                f.loc[after, c] = f.loc[after, c] * 1.37
+            f.loc[after, "volume"] = f.loc[after, "volume"] * 0.1
+        elif name == "open_interest":
+            f.loc[after, "oi_usd"] = f.loc[after, "oi_usd"] * 0.2
+        drop = after & (rng.random(len(f)) < 0.2)
+        out[name] = f[~drop].reset_index(drop=True)
+    return out

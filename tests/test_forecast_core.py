@@ -28,12 +28,10 @@ from fundarb_core.forecast.walk_forward import (
     training_slice,
     walk_forward,
 )
-from fundarb_core.ingest import ingest_table
-from fundarb_core.schema import LAYOUT_FILES, RAW_TABLES
-from fundarb_core.sources.replay import BUNDLED_DATA_DIR, ReplaySource
+from fundarb_core.schema import LAYOUT_FILES
+from fundarb_core.sources.replay import BUNDLED_DATA_DIR
 from fundarb_core.symbols import SymbolError, normalize_symbol
-from fundarb_pipelines.sql_models import build_all
-from tests.conftest import window_tables, write_layout
+from tests.conftest import alter_after, real_db, window_tables
 
 ASSETS = ("BTC", "ETH", "SOL", "DOGE")
 ALL = (datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC))
@@ -63,19 +61,9 @@ def raw_tables() -> dict[str, pd.DataFrame]:
     return out
 
 
-def _build(root: Path, tables: dict[str, pd.DataFrame]) -> duckdb.DuckDBPyConnection:
-    data_dir = write_layout(root, tables)
-    conn = duckdb.connect(str(root / "db.duckdb"))
-    source = ReplaySource(data_dir)
-    for t in RAW_TABLES:
-        ingest_table(conn, source, t, *ALL, now=NOW)
-    build_all(conn)
-    return conn
-
-
 @pytest.fixture(scope="module")
 def conn(tmp_path_factory: pytest.TempPathFactory, raw_tables: dict[str, pd.DataFrame]) -> duckdb.DuckDBPyConnection:
-    c = _build(tmp_path_factory.mktemp("forecast_base"), raw_tables)
+    c = real_db(tmp_path_factory.mktemp("forecast_base"), raw_tables)
     yield c
     c.close()
 
@@ -199,33 +187,12 @@ def test_leak_guard_raises(settle: Panel) -> None:
         check_no_leak(pd.concat([train, bad]), ORIGIN)
 
 
-def _altered(tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
-    """Every raw row whose information arrives after CUT changed, a fifth of them deleted (as test_leakage)."""
-    rng = np.random.default_rng(7)
-    out = {}
-    for name, frame in tables.items():
-        f = frame.copy()
-        known = f.ts + pd.Timedelta(hours=1) if name == "candles" else f.ts
-        after = (known > CUT).to_numpy()
-        if name == "funding_rates":
-            f.loc[after, "rate"] = -3 * f.loc[after, "rate"] + 1e-4
-        elif name == "candles":
-            for c in ("open", "high", "low", "close"):
-                f.loc[after, c] = f.loc[after, c] * 1.37
-            f.loc[after, "volume"] = f.loc[after, "volume"] * 0.1
-        elif name == "open_interest":
-            f.loc[after, "oi_usd"] = f.loc[after, "oi_usd"] * 0.2
-        drop = after & (rng.random(len(f)) < 0.2)
-        out[name] = f[~drop].reset_index(drop=True)
-    return out
-
-
 def test_training_slice_and_origin_rows_ignore_the_future(
     tmp_path: Path, raw_tables: dict[str, pd.DataFrame], settle: Panel, spread: Panel
 ) -> None:
     """The leakage test extended to what a model sees: its training rows (targets included) and the
     features of the rows it predicts at the origin are identical whatever happens after the origin."""
-    with _build(tmp_path / "altered", _altered(raw_tables)) as alt:
+    with real_db(tmp_path / "altered", alter_after(raw_tables, CUT)) as alt:
         for base, other in ((settle, next_settlement_panel(alt)), (spread, spread_24h_panel(alt))):
             a, b = base.frame, other.frame
             ta, tb = training_slice(a, ORIGIN), training_slice(b, ORIGIN)

@@ -3,7 +3,6 @@ a leaderboard, champion aliases and the latest forecasts, on real rows."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -14,15 +13,9 @@ from mlflow import MlflowClient
 
 from fundarb_core.forecast.registry import MODEL_NAMES, TARGET_NAMES
 from fundarb_core.forecast.tracking import CHAMPION, experiment_name, registered_name
-from fundarb_core.ingest import ingest_table
-from fundarb_core.schema import RAW_TABLES
-from fundarb_core.sources.replay import ReplaySource
 from fundarb_pipelines.assets.forecast import ForecastConfig, MlflowTracking, forecast_assets
 from fundarb_pipelines.resources import FundarbDuckDB
-from fundarb_pipelines.sql_models import build_all
-from tests.conftest import window_tables, write_layout
-
-ALL = (datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC))
+from tests.conftest import real_db, window_tables
 
 
 @pytest.fixture(scope="module")
@@ -34,12 +27,8 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, dg.Ex
     from fundarb_core.sources.replay import BUNDLED_DATA_DIR
 
     bundled = {t: pd.read_parquet(BUNDLED_DATA_DIR / "market" / f"{f}.parquet") for t, f in files.items()}
-    data = write_layout(root / "data", window_tables(bundled, "2026-02-01", "2026-02-20"))
-    db = root / "f.duckdb"
-    with duckdb.connect(str(db)) as conn:
-        for t in RAW_TABLES:
-            ingest_table(conn, ReplaySource(data), t, *ALL)
-        build_all(conn)
+    real_db(root, window_tables(bundled, "2026-02-01", "2026-02-20")).close()
+    db = root / "db.duckdb"
     uri = f"sqlite:///{root / 'mlflow.db'}"
     resources = {
         "duckdb": FundarbDuckDB(database=str(db)),

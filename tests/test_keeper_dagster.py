@@ -4,25 +4,20 @@ one runs), the job runs a real paper cycle on real data, and no API key leaks an
 from __future__ import annotations
 
 import os
-from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
-import duckdb
 import pandas as pd
 import pytest
 from dagster._core.test_utils import create_run_for_test
 
-from fundarb_core.ingest import ingest_table
-from fundarb_core.schema import LAYOUT_FILES, RAW_TABLES
-from fundarb_core.sources.replay import BUNDLED_DATA_DIR, ReplaySource
+from fundarb_core.schema import LAYOUT_FILES
+from fundarb_core.sources.replay import BUNDLED_DATA_DIR
 from fundarb_pipelines.assets.keeper import keeper_assets
 from fundarb_pipelines.resources import FundarbDuckDB
 from fundarb_pipelines.sensors import fresh_inputs_keeper_sensor
-from fundarb_pipelines.sql_models import build_all
-from tests.conftest import window_tables, write_layout
+from tests.conftest import real_db, window_tables
 
-ALL = (datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC))
 MARKER = "FUNDARB-TEST-SECRET-7f3a9c"
 
 
@@ -58,13 +53,8 @@ def test_sensor_launches_once_per_batch_and_never_while_running() -> None:
 def keeper_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("keeper")
     bundled = {t: pd.read_parquet(BUNDLED_DATA_DIR / "market" / f"{f}.parquet") for t, f in LAYOUT_FILES.items()}
-    data = write_layout(root / "data", window_tables(bundled, "2026-02-18", "2026-03-08"))
-    db = root / "k.duckdb"
-    with duckdb.connect(str(db)) as conn:
-        for t in RAW_TABLES:
-            ingest_table(conn, ReplaySource(data), t, *ALL)
-        build_all(conn)
-    return db
+    real_db(root, window_tables(bundled, "2026-02-18", "2026-03-08")).close()
+    return root / "db.duckdb"
 
 
 def test_keeper_job_runs_a_paper_cycle_and_shows_plan_and_performance(

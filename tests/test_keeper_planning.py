@@ -15,7 +15,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fundarb_core.ingest import ingest_table
 from fundarb_core.keeper import (
     REASONS,
     KeeperConfig,
@@ -31,24 +30,14 @@ from fundarb_core.keeper import (
 )
 from fundarb_core.keeper.planning import PLAN_COLUMNS
 from fundarb_core.keeper.reference import reference_cycle
-from fundarb_core.schema import LAYOUT_FILES, RAW_TABLES
-from fundarb_core.sources.replay import BUNDLED_DATA_DIR, ReplaySource
-from fundarb_pipelines.sql_models import build_all
-from tests.conftest import window_tables, write_layout
+from fundarb_core.schema import LAYOUT_FILES
+from fundarb_core.sources.replay import BUNDLED_DATA_DIR
+from tests.conftest import real_db, window_tables
 
 AS_OF = pd.Timestamp("2026-03-05 12:00")
 ALL = (datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC))
 NOW = datetime(2026, 5, 1, tzinfo=UTC)
 CFG = KeeperConfig()
-
-
-def _build(root: Path, tables: dict[str, pd.DataFrame]) -> duckdb.DuckDBPyConnection:
-    conn = duckdb.connect(str(root / "db.duckdb"))
-    source = ReplaySource(write_layout(root, tables))
-    for t in RAW_TABLES:
-        ingest_table(conn, source, t, *ALL, now=NOW)
-    build_all(conn)
-    return conn
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +48,7 @@ def tables() -> dict[str, pd.DataFrame]:
 
 @pytest.fixture(scope="module")
 def conn(tmp_path_factory: pytest.TempPathFactory, tables: dict[str, pd.DataFrame]) -> duckdb.DuckDBPyConnection:
-    c = _build(tmp_path_factory.mktemp("keeper_db"), tables)
+    c = real_db(tmp_path_factory.mktemp("keeper_db"), tables)
     yield c
     c.close()
 
@@ -118,7 +107,7 @@ def test_loader_uses_nothing_after_as_of(tmp_path: Path, tables: dict[str, pd.Da
         elif name == "open_interest":
             f.loc[after, "oi_usd"] *= 0.2
         altered[name] = f
-    with _build(tmp_path, altered) as other:
+    with real_db(tmp_path, altered) as other:
         again = snapshot_from_duckdb(other, AS_OF)
     np.testing.assert_array_equal(again.assets, snap.assets)
     for f in ("rate_per_hour", "interval_hours", "sigma_daily", "oi_usd", "volume_usd_24h", "mark_price",

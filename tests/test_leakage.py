@@ -11,15 +11,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
-import numpy as np
 import pandas as pd
 import pytest
 
-from fundarb_core.ingest import ingest_table
-from fundarb_core.schema import RAW_TABLES
-from fundarb_core.sources.replay import ReplaySource
-from fundarb_pipelines.sql_models import build_all
-from tests.conftest import window_tables, write_layout
+from tests.conftest import alter_after, real_db, window_tables
 
 CUT = pd.Timestamp("2026-02-10 12:30", tz="UTC")
 CUT_NAIVE = CUT.tz_localize(None)
@@ -42,37 +37,6 @@ OBSERVED_ONLY = {
 }
 
 
-def _build(root: Path, tables: dict[str, pd.DataFrame]) -> duckdb.DuckDBPyConnection:
-    data_dir = write_layout(root, tables)
-    conn = duckdb.connect(str(root / "db.duckdb"))
-    source = ReplaySource(data_dir)
-    for t in RAW_TABLES:
-        ingest_table(conn, source, t, *ALL, now=NOW)
-    build_all(conn)
-    return conn
-
-
-def _altered(tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
-    rng = np.random.default_rng(7)
-    out = {}
-    for name, frame in tables.items():
-        f = frame.copy()
-        # when each row's information becomes known: a bar at its close, everything else at ts
-        known = f.ts + pd.Timedelta(hours=1) if name == "candles" else f.ts
-        after = (known > CUT).to_numpy()
-        if name == "funding_rates":
-            f.loc[after, "rate"] = -3 * f.loc[after, "rate"] + 1e-4
-        elif name == "candles":
-            for c in ("open", "high", "low", "close"):
-                f.loc[after, c] = f.loc[after, c] * 1.37
-            f.loc[after, "volume"] = f.loc[after, "volume"] * 0.1
-        elif name == "open_interest":
-            f.loc[after, "oi_usd"] = f.loc[after, "oi_usd"] * 0.2
-        drop = after & (rng.random(len(f)) < 0.2)  # and delete a fifth of the future rows
-        out[name] = f[~drop].reset_index(drop=True)
-    return out
-
-
 @pytest.fixture(scope="module")
 def base_tables() -> dict[str, pd.DataFrame]:
     from fundarb_core.schema import LAYOUT_FILES
@@ -91,9 +55,9 @@ def _rows(conn: duckdb.DuckDBPyConnection, model: str) -> pd.DataFrame:
 def test_features_and_labels_at_or_before_t_ignore_the_future(
     tmp_path: Path, base_tables: dict[str, pd.DataFrame]
 ) -> None:
-    altered = _altered(base_tables)
+    altered = alter_after(base_tables, CUT)
     assert sum(len(base_tables[t]) - len(altered[t]) for t in base_tables) > 1000  # really deleted rows
-    with _build(tmp_path / "a", base_tables) as a, _build(tmp_path / "b", altered) as b:
+    with real_db(tmp_path / "a", base_tables) as a, real_db(tmp_path / "b", altered) as b:
         for model in AS_OF_CUT:
             before, after = _rows(a, model), _rows(b, model)
             assert len(before) > 100, model
