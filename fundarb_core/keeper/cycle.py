@@ -161,9 +161,11 @@ def run_cycle(
     conn: duckdb.DuckDBPyConnection, exchange: ExchangeAdapter, config: KeeperConfig | None = None,
     now: datetime | pd.Timestamp | str | None = None, forecasts: pd.DataFrame | None = None, *,
     risk: RiskConfig | None = None, dry_run: bool = False, venues: Sequence[str] | None = None,
-    assets: Sequence[str] | None = None, ledger: Ledger | None = None,
+    assets: Sequence[str] | None = None, ledger: Ledger | None = None, plan: bool = True,
 ) -> CycleReport:
-    """One cycle at ``now`` (paper mode; module doc).  ``venues`` / ``assets`` restrict the market considered."""
+    """One cycle at ``now`` (paper mode; module doc).  ``venues`` / ``assets`` restrict the market considered;
+    ``plan=False`` runs only the risk half (reconcile, single legs, health, performance) — a keeper woken by a
+    fill or a settlement rather than by its 5-minute timer, and the fast path of long simulations."""
     cfg = config or KeeperConfig()
     rk = risk or RiskConfig()
     t = _naive(now if now is not None else pd.Timestamp.now(tz="UTC"))
@@ -189,6 +191,10 @@ def run_cycle(
         # 3. single legs (and unfinished closes, orphans); 4. health
         report.events += repair_single_legs(led, exchange, t, cfg, rk)
         report.events += health_actions(led, exchange, t, cfg, rk)
+
+    if not plan:
+        report.reason = "risk-only cycle"
+        return _finish(led, exchange, t, cfg, rk, report, dry_run)
 
     # 5. snapshot as of now, with the keeper's own state
     bal = exchange.balances()

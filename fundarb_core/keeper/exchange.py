@@ -231,15 +231,16 @@ _DDL = (
 
 _PRICE_SQL = """
 WITH c AS (
-    SELECT 1 AS prio, venue, mid_price AS px, ts FROM orderbook_depth
-    WHERE asset = $a AND ts <= $t AND ts >= $t - to_hours($age)
+    SELECT 1 AS prio, venue, asset, mid_price AS px, ts FROM orderbook_depth
+    WHERE ts <= $t AND ts >= $t - to_hours($age)
     UNION ALL
-    SELECT 2, venue, close, hour FROM stg_candles WHERE asset = $a AND hour <= $t AND hour >= $t - to_hours($age)
+    SELECT 2, venue, asset, close, hour FROM stg_candles WHERE hour <= $t AND hour >= $t - to_hours($age)
     UNION ALL
-    SELECT 3, venue, mark_price, ts FROM funding_rates
-    WHERE asset = $a AND mark_price IS NOT NULL AND ts <= $t AND ts >= $t - to_hours($age)
+    SELECT 3, venue, asset, mark_price, ts FROM funding_rates
+    WHERE mark_price IS NOT NULL AND ts <= $t AND ts >= $t - to_hours($age)
 )
-SELECT px, prio, venue FROM c ORDER BY (venue = $v) DESC, prio, ts DESC LIMIT 1
+SELECT venue, asset, px, prio, ts FROM c
+QUALIFY row_number() OVER (PARTITION BY venue, asset ORDER BY prio, ts DESC) = 1
 """
 
 _LIQ_SQL = """
@@ -257,11 +258,14 @@ SELECT liq FROM c WHERE liq > 0 ORDER BY prio, ts DESC LIMIT 1
 """
 
 _SETTLE_SQL = """
-SELECT ts_r, rate, mark_price FROM (
-    SELECT date_trunc('minute', ts + INTERVAL 30 SECOND) AS ts_r, rate, mark_price FROM funding_rates
-    WHERE venue = $v AND asset = $a AND venue_symbol = $s
-      AND ts > $since - INTERVAL 1 MINUTE AND ts <= $now + INTERVAL 1 MINUTE
-) WHERE ts_r > $since AND ts_r <= $now ORDER BY ts_r
+SELECT p.venue, p.asset, p.qty, p.avg_price, f.ts_r, f.rate, f.mark_price
+FROM paper_positions p
+JOIN (
+    SELECT venue, asset, venue_symbol, date_trunc('minute', ts + INTERVAL 30 SECOND) AS ts_r, rate, mark_price
+    FROM funding_rates WHERE ts > $lo - INTERVAL 1 MINUTE AND ts <= $now + INTERVAL 1 MINUTE
+) f ON f.venue = p.venue AND f.asset = p.asset AND f.venue_symbol = p.venue_symbol
+WHERE p.qty <> 0 AND f.ts_r > p.funded_to AND f.ts_r <= $now
+ORDER BY f.ts_r, p.venue, p.asset
 """
 
 _SYMBOL_SQL = """
@@ -269,6 +273,15 @@ SELECT venue_symbol FROM funding_rates WHERE venue = $v AND asset = $a AND ts <=
 GROUP BY venue_symbol, quote
 ORDER BY CASE quote WHEN 'USDT' THEN 0 WHEN 'USDC' THEN 1 ELSE 2 END, max(ts) DESC, venue_symbol LIMIT 1
 """
+
+
+def insert_rows(db: duckdb.DuckDBPyConnection, table: str, rows: list[list[object]]) -> None:
+    """One multi-row ``INSERT`` (DuckDB runs one statement far faster than many; callers deduplicate first,
+    ``ON CONFLICT`` costs more than the insert)."""
+    if not rows:
+        return
+    one = "(" + ", ".join("?" * len(rows[0])) + ")"
+    db.execute(f"INSERT INTO {table} VALUES " + ", ".join([one] * len(rows)), [x for r in rows for x in r])
 
 
 def _naive(ts: datetime | pd.Timestamp | str) -> datetime:
@@ -310,13 +323,17 @@ class PaperExchange:
         self._db = self.conn.cursor()
         for ddl in _DDL:
             self._db.execute(ddl)
+        self._db.execute("INSERT INTO paper_state VALUES ('clock', ''), ('seq', '0') ON CONFLICT DO NOTHING")
         self._queue: deque[_Instruction] = deque()
-        self._price_cache: dict[tuple[str, str, datetime], tuple[float, str] | None] = {}
+        self._venues: list[str] | None = None
+        self._price_cache: dict[datetime, dict[tuple[str, str], tuple[float, int, datetime]]] = {}
+        self._pos_cache: list[tuple[str, str, float, float, float]] | None = None
         if self.now is None:
             row = self._db.execute("SELECT value FROM paper_state WHERE key = 'clock'").fetchall()
-            self.now = _naive(row[0][0]) if row else None
+            self.now = _naive(row[0][0]) if row and row[0][0] else None
         else:
             self.now = _naive(self.now)
+            self._db.execute("UPDATE paper_state SET value = ? WHERE key = 'clock'", [self.now.isoformat()])
         venues = list(self.initial_balances or {})
         known = {r[0] for r in self._db.execute("SELECT venue FROM paper_balances").fetchall()}
         for v in venues:
@@ -337,13 +354,15 @@ class PaperExchange:
         if self.now is not None and t < self.now:
             raise ValueError(f"the paper clock cannot go back ({t} < {self.now})")
         self.now = t
-        self._tx(lambda db: db.execute(
-            "INSERT OR REPLACE INTO paper_state VALUES ('clock', ?)", [t.isoformat()]))
+        self._tx(lambda db: db.execute("UPDATE paper_state SET value = ? WHERE key = 'clock'", [t.isoformat()]),
+                 positions=False)
         self._accrue_funding(t)
         for o in self._orders_where("status = 'open'"):
             self._try_fill_resting(o)
 
-    def _tx(self, fn: object) -> None:
+    def _tx(self, fn: object, positions: bool = True) -> None:
+        if positions:
+            self._pos_cache = self._venues = None
         db = self._db
         db.begin()
         try:
@@ -359,19 +378,20 @@ class PaperExchange:
         if (venue, asset) in self.price_overrides:
             return self.price_overrides[(venue, asset)], "override"
         t = at or self._clock()
-        key = (venue, asset, t)
-        if key not in self._price_cache:
-            rows = self._db.execute(_PRICE_SQL, {"a": asset, "v": venue, "t": t,
-                                                 "age": math.ceil(self.max_price_age_hours)}).fetchall()
-            if rows:
-                px, prio, src_venue = rows[0]
-                src = {1: "book", 2: "candle", 3: "funding_mark"}[int(prio)]
-                self._price_cache[key] = (float(px), src if src_venue == venue else f"cross_venue_{src}")
-            else:
-                self._price_cache[key] = None
-            if len(self._price_cache) > 50_000:
+        if t not in self._price_cache:
+            if len(self._price_cache) > 64:
                 self._price_cache.clear()
-        return self._price_cache[key]
+            rows = self._db.execute(_PRICE_SQL, {"t": t, "age": math.ceil(self.max_price_age_hours)}).fetchall()
+            self._price_cache[t] = {(v, a): (float(px), int(prio), ts) for v, a, px, prio, ts in rows}
+        table = self._price_cache[t]
+        names = {1: "book", 2: "candle", 3: "funding_mark"}
+        if (venue, asset) in table:
+            px, prio, _ = table[(venue, asset)]
+            return px, names[prio]
+        others = sorted((prio, -pd.Timestamp(ts).value, px) for (v, a), (px, prio, ts) in table.items() if a == asset)
+        if not others:
+            return None
+        return others[0][2], f"cross_venue_{names[others[0][0]]}"
 
     def _liquidity(self, venue: str, asset: str, buy: bool) -> float:
         rows = self._db.execute(_LIQ_SQL, {"v": venue, "a": asset, "t": self._clock(), "buy": buy,
@@ -433,9 +453,17 @@ class PaperExchange:
     def open_orders(self, venue: str) -> list[Order]:
         return self._orders_where("venue = ? AND status = 'open'", [venue])
 
-    def all_orders(self, venue: str | None = None) -> list[Order]:
-        """Every order the venue has seen (what ccxt's ``fetch_orders`` returns), oldest first."""
-        return self._orders_where("venue = ?", [venue]) if venue else self._orders_where("TRUE")
+    def all_orders(self, venue: str | None = None, since: datetime | None = None) -> list[Order]:
+        """Every order the venue has seen (what ccxt's ``fetch_orders`` returns), oldest first; ``since`` keeps
+        those stamped at or after it."""
+        where, params = ["TRUE"], []
+        if venue:
+            where.append("venue = ?")
+            params.append(venue)
+        if since is not None:
+            where.append("ts >= ?")
+            params.append(_naive(since))
+        return self._orders_where(" AND ".join(where), params)
 
     def cancel_order(self, venue: str, client_id: str) -> Order | None:
         o = self.fetch_order_by_client_id(venue, client_id)
@@ -491,14 +519,15 @@ class PaperExchange:
         """A persistent placement counter (every attempt, failed ones included): seeds the fault draw."""
         rows = self._db.execute("SELECT value FROM paper_state WHERE key = 'seq'").fetchall()
         seq = int(rows[0][0]) if rows else 0
-        self._tx(lambda db: db.execute("INSERT OR REPLACE INTO paper_state VALUES ('seq', ?)", [str(seq + 1)]))
+        self._tx(lambda db: db.execute("UPDATE paper_state SET value = ? WHERE key = 'seq'", [str(seq + 1)]),
+                 positions=False)
         return seq
 
     def _store(self, o: Order, seq: int) -> None:
         self._tx(lambda db: db.execute(
             "INSERT INTO paper_orders VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [o.venue, o.client_id, o.asset, o.side, o.size_usd, o.price, o.reduce_only, o.status, o.filled_qty,
-             o.avg_price, o.fee_usd, o.liquidity, o.ts, o.reason, seq]))
+             o.avg_price, o.fee_usd, o.liquidity, o.ts, o.reason, seq]), positions=False)
 
     def _fill_terms(self, o: Order, partial: float | None) -> tuple[str, float, float, float, str] | None:
         """(status, qty, fill price, fee, reason), or None when the limit does not cross (the order rests)."""
@@ -596,29 +625,32 @@ class PaperExchange:
     # ------------------------------------------------------------------------------------------ funding
 
     def _accrue_funding(self, now: datetime) -> None:
-        rows = self._db.execute("SELECT venue, asset, qty, venue_symbol, funded_to FROM paper_positions "
-                                "WHERE qty <> 0 AND venue_symbol IS NOT NULL AND funded_to < ?", [now]).fetchall()
-        for venue, asset, qty, sym, since in rows:
-            settles = self._db.execute(_SETTLE_SQL, {"v": venue, "a": asset, "s": sym, "since": since,
-                                                     "now": now}).fetchall()
-            payments = []
-            for ts_r, rate, mark in settles:
-                px = mark if mark is not None and mark > 0 else None
-                if px is None:
-                    got = self._price(venue, asset, ts_r)
-                    px = got[0] if got else self._position_row(venue, asset)[1]
-                amount = -qty * px * rate
-                payments.append([f"{venue}|{asset}|{ts_r.isoformat()}", venue, asset, ts_r, rate, qty, px, amount])
+        """Pay every settlement in (funded_to, now] to the open positions: one query, one transaction."""
+        lo = self._db.execute("SELECT min(funded_to) FROM paper_positions WHERE qty <> 0 AND venue_symbol IS NOT NULL "
+                              "AND funded_to < ?", [now]).fetchall()[0][0]
+        if lo is None:
+            return
+        rows = self._db.execute(_SETTLE_SQL, {"lo": lo, "now": now}).fetchall()
+        payments = []
+        for venue, asset, qty, avg, ts_r, rate, mark in rows:
+            px = mark if mark is not None and mark > 0 else None
+            if px is None:
+                got = self._price(venue, asset, ts_r)
+                px = got[0] if got else avg
+            payments.append([f"{venue}|{asset}|{ts_r.isoformat()}", venue, asset, ts_r, rate, qty, px,
+                             -qty * px * rate])
+        totals: dict[str, float] = {}
+        for p in payments:
+            totals[str(p[1])] = totals.get(str(p[1]), 0.0) + float(p[7])  # type: ignore[arg-type]
 
-            def go(db: duckdb.DuckDBPyConnection, payments: list[list[object]] = payments, venue: str = venue,
-                   asset: str = asset) -> None:
-                for p in payments:
-                    db.execute("INSERT INTO paper_funding VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", p)
-                total = float(sum(float(p[7]) for p in payments))  # type: ignore[arg-type]
+        def go(db: duckdb.DuckDBPyConnection) -> None:
+            if payments:
+                insert_rows(db, "paper_funding", payments)
+            for venue, total in totals.items():
                 db.execute("UPDATE paper_balances SET wallet_usd = wallet_usd + ? WHERE venue = ?", [total, venue])
-                db.execute("UPDATE paper_positions SET funded_to = ? WHERE venue = ? AND asset = ?",
-                           [now, venue, asset])
-            self._tx(go)
+            db.execute("UPDATE paper_positions SET funded_to = ? WHERE qty <> 0 AND venue_symbol IS NOT NULL "
+                       "AND funded_to < ?", [now, now])
+        self._tx(go)
 
     def funding_payments(self, since: datetime | None = None) -> list[FundingPayment]:
         q = "SELECT * FROM paper_funding" + (" WHERE ts > ?" if since is not None else "") + " ORDER BY ts, payment_id"
@@ -628,19 +660,23 @@ class PaperExchange:
     # ------------------------------------------------------------------------------------------ account
 
     def positions(self, venue: str) -> list[VenuePosition]:
-        rows = self._db.execute("SELECT asset, qty, avg_price, leverage FROM paper_positions "
-                                "WHERE venue = ? AND qty <> 0 ORDER BY asset", [venue]).fetchall()
+        if self._pos_cache is None:
+            self._pos_cache = self._db.execute("SELECT venue, asset, qty, avg_price, leverage FROM paper_positions "
+                                               "WHERE qty <> 0 ORDER BY venue, asset").fetchall()
         out = []
-        for asset, qty, avg, lev in rows:
+        for v, asset, qty, avg, lev in self._pos_cache:
+            if v != venue:
+                continue
             mark = self.mark_price(venue, asset)
             out.append(VenuePosition(venue, asset, qty, avg, mark if mark is not None else avg, lev))
         return out
 
     def venues(self) -> list[str]:
         """Venues with an account or a position."""
-        rows = self._db.execute("SELECT venue FROM paper_balances UNION SELECT venue FROM paper_positions "
-                                "ORDER BY 1").fetchall()
-        return [r[0] for r in rows]
+        if self._venues is None:
+            self._venues = [r[0] for r in self._db.execute(
+                "SELECT venue FROM paper_balances UNION SELECT venue FROM paper_positions ORDER BY 1").fetchall()]
+        return list(self._venues)
 
     def balances(self) -> dict[str, Balance]:
         rows = self._db.execute("SELECT venue, initial_usd, wallet_usd FROM paper_balances ORDER BY venue").fetchall()

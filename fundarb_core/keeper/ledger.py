@@ -39,6 +39,7 @@ from fundarb_core.keeper.exchange import (
     Order,
     OrderTimeout,
     Side,
+    insert_rows,
 )
 
 FINAL = ("filled", "partial", "rejected", "canceled", "not_received")
@@ -77,7 +78,7 @@ _DDL = (
         cycle_ts TIMESTAMP NOT NULL, seq INTEGER NOT NULL, stage VARCHAR NOT NULL, asset VARCHAR,
         short_venue VARCHAR, long_venue VARCHAR, valid BOOLEAN, taken BOOLEAN NOT NULL, reason VARCHAR,
         score DOUBLE, size_usd DOUBLE, break_even_hours DOUBLE, expected_apy DOUBLE, details VARCHAR)""",
-    """CREATE TABLE IF NOT EXISTS performance_snapshots (ts TIMESTAMP PRIMARY KEY, metrics VARCHAR NOT NULL,
+    """CREATE TABLE IF NOT EXISTS performance_snapshots (ts TIMESTAMP NOT NULL, metrics VARCHAR NOT NULL,
         equity_usd DOUBLE, estimated_apy DOUBLE, realised_apy_7d DOUBLE, active_positions INTEGER,
         margin_deployed_usd DOUBLE, min_health_factor DOUBLE, funding_win_rate DOUBLE)""",
 )
@@ -132,13 +133,22 @@ class Ledger:
 
     def __init__(self, conn: duckdb.DuckDBPyConnection) -> None:
         self.db = conn.cursor()
+        self._accounts: set[str] = set()
+        self._last_perf_ts: datetime | None = None
+        self.last_reconciled: datetime | None = None  # in memory: a restart re-scans every venue order once
+        self._qty: dict[str, dict[str, float]] | None = None  # position -> venue -> qty, reset on fill writes
+        self._pos: list[LedgerPosition] | None = None  # every position, reset on position writes
         for ddl in _DDL:
             self.db.execute(ddl)
 
     # ------------------------------------------------------------------------------------------ plumbing
 
-    def tx(self, fn: Callable[[duckdb.DuckDBPyConnection], None]) -> None:
-        """Run ``fn`` in one transaction (rolled back on any error)."""
+    def tx(self, fn: Callable[[duckdb.DuckDBPyConnection], None], touches: tuple[str, ...] = ("qty", "pos")) -> None:
+        """Run ``fn`` in one transaction (rolled back on any error); drops the read caches it ``touches``."""
+        if "qty" in touches:
+            self._qty = None
+        if "pos" in touches:
+            self._pos = None
         self.db.begin()
         try:
             fn(self.db)
@@ -158,10 +168,15 @@ class Ledger:
 
     def ensure_accounts(self, initial: Mapping[str, float]) -> None:
         """Record each venue's starting balance once (the base of :meth:`wallets`)."""
+        new = {v: a for v, a in initial.items() if v not in self._accounts}
+        if not new:
+            return
+
         def go(db: duckdb.DuckDBPyConnection) -> None:
-            for v, amt in initial.items():
+            for v, amt in new.items():
                 db.execute("INSERT INTO ledger_accounts VALUES (?, ?) ON CONFLICT DO NOTHING", [v, float(amt)])
-        self.tx(go)
+        self.tx(go, touches=())
+        self._accounts |= set(new)
 
     # ------------------------------------------------------------------------------------------ positions
 
@@ -182,22 +197,25 @@ class Ledger:
             return
         sets = ", ".join(f"{k} = ?" for k in fields)
         self.tx(lambda db: db.execute(f"UPDATE ledger_positions SET {sets} WHERE position_id = ?",
-                                      [*fields.values(), position_id]))
+                                      [*fields.values(), position_id]), touches=("pos",))
 
     def positions(self, statuses: Iterable[str] | None = LIVE_POSITION) -> list[LedgerPosition]:
-        where = "" if statuses is None else "WHERE status IN (" + ", ".join(f"'{s}'" for s in statuses) + ")"
-        rows = self.rows(f"SELECT * FROM ledger_positions {where} ORDER BY opened_at, position_id")
-        return [LedgerPosition(*r) for r in rows]
+        if self._pos is None:
+            self._pos = [LedgerPosition(*r) for r in self.rows(
+                "SELECT * FROM ledger_positions ORDER BY opened_at, position_id")]
+        keep = None if statuses is None else set(statuses)
+        return [p for p in self._pos if keep is None or p.status in keep]
 
     def position(self, position_id: str) -> LedgerPosition | None:
-        rows = self.rows("SELECT * FROM ledger_positions WHERE position_id = ?", [position_id])
-        return LedgerPosition(*rows[0]) if rows else None
+        return next((p for p in self.positions(None) if p.position_id == position_id), None)
 
     def leg_qty(self, position_id: str) -> dict[str, float]:
         """Signed filled quantity per venue of one position (from the fills)."""
-        rows = self.rows("SELECT venue, sum(qty) FROM ledger_fills WHERE position_id = ? GROUP BY venue",
-                         [position_id])
-        return {v: float(q) for v, q in rows}
+        if self._qty is None:
+            self._qty = {}
+            for pid, v, q in self.rows("SELECT position_id, venue, sum(qty) FROM ledger_fills GROUP BY ALL"):
+                self._qty.setdefault(pid, {})[v] = float(q)
+        return dict(self._qty.get(position_id, {}))
 
     def venue_qty(self) -> dict[tuple[str, str], float]:
         """Signed quantity per (venue, asset) over every fill: what the venues should hold."""
@@ -218,7 +236,7 @@ class Ledger:
             "INSERT INTO ledger_orders (venue, client_id, position_id, asset, leg, purpose, attempt, side, size_usd, "
             "price, reduce_only, status, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', "
             "?, ?)", [venue, client_id, position_id, asset, leg, purpose, attempt, side, size_usd, price, reduce_only,
-                      t, t]))
+                      t, t]), touches=())
         return True
 
     def order_row(self, venue: str, client_id: str) -> dict[str, Any] | None:
@@ -260,7 +278,7 @@ class Ledger:
     def mark_order(self, venue: str, client_id: str, status: str, now: datetime, reason: str = "") -> None:
         self.tx(lambda db: db.execute("UPDATE ledger_orders SET status = ?, updated_at = ?, reason = ? "
                                       "WHERE venue = ? AND client_id = ?",
-                                      [status, _naive(now), reason, venue, client_id]))
+                                      [status, _naive(now), reason, venue, client_id]), touches=())
 
     def unresolved_orders(self) -> pd.DataFrame:
         return self.query("SELECT * FROM ledger_orders WHERE status IN ('pending', 'unknown', 'open') "
@@ -273,26 +291,22 @@ class Ledger:
         pays = list(payments)
         if not pays:
             return 0
-        known = {r[0] for r in self.rows("SELECT payment_id FROM ledger_funding")}
-        owner = {}
-        for pid, v, a in self.rows(
-                "SELECT DISTINCT position_id, venue, asset FROM ledger_fills f "
-                "WHERE position_id IN (SELECT position_id FROM ledger_positions) ORDER BY position_id"):
-            owner[(v, a)] = pid
-        # latest opened live owner wins: a venue/asset carries at most one keeper position at a time
+        # a market carries at most one keeper position at a time: the live one, else the latest opened
+        owner: dict[tuple[str, str], str] = {}
         for p in self.positions(None):
             for v in (p.short_venue, p.long_venue):
                 if p.status in LIVE_POSITION or (v, p.asset) not in owner:
                     owner[(v, p.asset)] = p.position_id
-        new = [p for p in pays if p.payment_id not in known]
-
-        def go(db: duckdb.DuckDBPyConnection) -> None:
-            for p in new:
-                db.execute("INSERT INTO ledger_funding VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                           [p.payment_id, p.venue, p.asset, owner.get((p.venue, p.asset)), _naive(p.ts), p.rate,
-                            p.qty, p.price, p.amount_usd])
-        self.tx(go)
-        return len(new)
+        lo = min(_naive(p.ts) for p in pays)
+        known = {r[0] for r in self.rows("SELECT payment_id FROM ledger_funding WHERE ts >= ?", [lo])}
+        rows: list[list[object]] = []
+        for p in pays:
+            if p.payment_id not in known:
+                known.add(p.payment_id)
+                rows.append([p.payment_id, p.venue, p.asset, owner.get((p.venue, p.asset)), _naive(p.ts), p.rate,
+                             p.qty, p.price, p.amount_usd])
+        self.tx(lambda db: insert_rows(db, "ledger_funding", rows), touches=())
+        return len(rows)
 
     def last_funding_ts(self) -> datetime | None:
         r = self.rows("SELECT max(ts) FROM ledger_funding")[0][0]
@@ -330,7 +344,7 @@ class Ledger:
     def set_cooldown(self, asset: str, now: datetime, minutes: float, failures: int) -> None:
         t = _naive(now)
         self.tx(lambda db: db.execute("INSERT OR REPLACE INTO ledger_cooldowns VALUES (?, ?, ?, ?)",
-                                      [asset, t, t + pd.Timedelta(minutes=minutes), failures]))
+                                      [asset, t, t + pd.Timedelta(minutes=minutes), failures]), touches=())
 
     def cooldowns(self, now: datetime) -> dict[str, tuple[datetime, int]]:
         """Assets still cooling down at ``now``: failed_at and the failure count."""
@@ -351,21 +365,27 @@ class Ledger:
                 db.execute("INSERT INTO cycle_decisions SELECT * FROM _decisions")
             finally:
                 db.unregister("_decisions")
-        self.tx(go)
+        self.tx(go, touches=())
 
     def event(self, now: datetime, kind: str, position_id: str | None = None, venue: str | None = None,
               **detail: object) -> None:
         self.tx(lambda db: db.execute("INSERT INTO ledger_events VALUES (?, ?, ?, ?, ?)",
-                                      [_naive(now), kind, position_id, venue, json.dumps(detail, default=str)]))
+                                      [_naive(now), kind, position_id, venue, json.dumps(detail, default=str)]),
+                touches=())
 
     def write_performance(self, now: datetime, metrics: Mapping[str, Any]) -> None:
         cols = ("equity_usd", "estimated_apy", "realised_apy_7d", "active_positions", "margin_deployed_usd",
                 "min_health_factor", "funding_win_rate")
         vals = [_num(metrics.get(c)) for c in cols]
-        self.tx(lambda db: db.execute(
-            "INSERT OR REPLACE INTO performance_snapshots VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [_naive(now), json.dumps({k: _num(v) if not isinstance(v, str) else v for k, v in metrics.items()}),
-             *vals]))
+        row = [_naive(now), json.dumps({k: _num(v) if not isinstance(v, str) else v for k, v in metrics.items()}),
+               *vals]
+
+        def go(db: duckdb.DuckDBPyConnection) -> None:  # no primary key: an upsert costs more than this
+            if self._last_perf_ts is None or self._last_perf_ts >= row[0]:  # type: ignore[operator]
+                db.execute("DELETE FROM performance_snapshots WHERE ts = ?", [row[0]])
+            db.execute("INSERT INTO performance_snapshots VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+        self.tx(go, touches=())
+        self._last_perf_ts = row[0]  # type: ignore[assignment]
 
     def peak_equity(self) -> float | None:
         r = self.rows("SELECT max(equity_usd) FROM performance_snapshots")[0][0]
@@ -477,8 +497,11 @@ def reconcile(ledger: Ledger, exchange: ExchangeAdapter, now: datetime) -> Recon
             ledger.event(now, "reconcile_fill", str(row["position_id"]), venue, client_id=cid)
     lister = getattr(exchange, "all_orders", None)
     if callable(lister):
-        known = {(v, c) for v, c in ledger.rows("SELECT venue, client_id FROM ledger_orders")}
-        for o in lister():
+        since = ledger.last_reconciled - pd.Timedelta(days=1) if ledger.last_reconciled is not None else None
+        known = {(v, c) for v, c in ledger.rows(
+            "SELECT venue, client_id FROM ledger_orders" + (" WHERE updated_at >= ?" if since is not None else ""),
+            [since] if since is not None else [])}
+        for o in lister(since=since):
             if (o.venue, o.client_id) in known:
                 continue
             if o.status == "open":
@@ -501,8 +524,7 @@ def reconcile(ledger: Ledger, exchange: ExchangeAdapter, now: datetime) -> Recon
     funding = ledger.record_funding(exchange.funding_payments(ledger.last_funding_ts()))
     mismatches = []
     expected = ledger.venue_qty()
-    venues = {v for v, _ in expected} | set(ledger.rows("SELECT venue FROM ledger_accounts") and
-                                            [r[0] for r in ledger.rows("SELECT venue FROM ledger_accounts")])
+    venues = {v for v, _ in expected} | {r[0] for r in ledger.rows("SELECT venue FROM ledger_accounts")}
     seen: set[tuple[str, str]] = set()
     for venue in sorted(venues):
         for p in exchange.positions(venue):
@@ -515,4 +537,5 @@ def reconcile(ledger: Ledger, exchange: ExchangeAdapter, now: datetime) -> Recon
             mismatches.append((venue, asset, q, 0.0))
     for venue, asset, want, have in mismatches:
         ledger.event(now, "reconcile_mismatch", None, venue, asset=asset, ledger_qty=want, venue_qty=have)
+    ledger.last_reconciled = _naive(now)
     return ReconcileReport(fills, not_rec, unknown, orphans, canceled, funding, tuple(mismatches))

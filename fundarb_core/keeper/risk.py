@@ -34,9 +34,9 @@ import numpy as np
 import pandas as pd
 
 from fundarb_core.keeper.config import KeeperConfig
-from fundarb_core.keeper.exchange import ExchangeAdapter, VenuePosition
+from fundarb_core.keeper.exchange import ExchangeAdapter, Side, VenuePosition
 from fundarb_core.keeper.health import CLOSE, REDUCE, health_action_codes
-from fundarb_core.keeper.ledger import Ledger, LedgerPosition, send_order
+from fundarb_core.keeper.ledger import Ledger, LedgerPosition, order_price, send_order
 
 
 @dataclass(frozen=True)
@@ -157,12 +157,13 @@ def close_position(ledger: Ledger, exchange: ExchangeAdapter, p: LedgerPosition,
         q = qty.get(v, 0.0)
         if q == 0:
             continue
-        mark = exchange.mark_price(v, p.asset) or 0.0
-        size = abs(q) * mark * (risk.close_size_margin if fraction >= 1.0 else fraction)
+        side: Side = "buy" if q < 0 else "sell"
+        px = order_price(exchange, v, p.asset, side) or 0.0  # the venue sizes USD at the order's price
+        size = abs(q) * px * (risk.close_size_margin if fraction >= 1.0 else fraction)
         if size <= 0:
             continue
         send_order(ledger, exchange, position_id=p.position_id, venue=v, asset=p.asset,
-                   side="buy" if q < 0 else "sell", size_usd=size, leg=f"{v}-{kind}{op}", purpose=kind,
+                   side=side, size_usd=size, leg=f"{v}-{kind}{op}", purpose=kind,
                    attempt=0, now=now, reduce_only=True)
     after = leg_exposure(ledger, exchange, p)
     flat = is_flat(p, after, config) and not any(abs(x) > 0 for x in ledger.leg_qty(p.position_id).values())
@@ -192,11 +193,12 @@ def classify(ledger: Ledger, exchange: ExchangeAdapter, p: LedgerPosition, now: 
         ledger.update_position(p.position_id, status="failed", closed_at=now, reason="no leg filled")
         return "failed"
     if is_hedged(p, exp, config, risk):
-        ledger.update_position(p.position_id, status="open", naked_since=None)
+        if p.status != "open" or p.naked_since is not None:
+            ledger.update_position(p.position_id, status="open", naked_since=None)
         return "open"
     if p.naked_since is None:
         ledger.update_position(p.position_id, status="single_leg", naked_since=now)
-    else:
+    elif p.status != "single_leg":
         ledger.update_position(p.position_id, status="single_leg")
     return "single_leg"
 
