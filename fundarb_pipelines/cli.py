@@ -124,6 +124,25 @@ def forecast_eval(args: argparse.Namespace) -> dict[str, object]:
             "seconds": timings, "leaderboard": board.to_dict(orient="records")}
 
 
+def keeper_once(instance: dg.DagsterInstance, args: argparse.Namespace) -> dg.ExecuteInProcessResult:
+    """One keeper cycle (the assets of keeper_job) through the project's instance, so it shows in the UI."""
+    from fundarb_pipelines.assets.keeper import keeper_assets
+    from fundarb_pipelines.definitions import build_resources
+
+    cfg: dict[str, object] = {"mode": args.mode, "dry_run": args.dry_run}
+    if args.as_of:
+        cfg["as_of"] = args.as_of
+    return dg.materialize(
+        keeper_assets,
+        instance=instance,
+        resources=build_resources(),
+        run_config={"ops": {"keeper_cycle": {"config": cfg}},
+                    "loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+        tags={"fundarb/command": "keeper"},
+        raise_on_error=False,
+    )
+
+
 def summary(database: str) -> dict[str, object]:
     """What is now in the database, as a dict (for --json) and printed for people.
 
@@ -252,6 +271,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     fe.add_argument("--expanding", action="store_true", help="expanding instead of rolling training window")
     fe.add_argument("--refit-every", type=int, default=24)
     fe.add_argument("--json", action="store_true", help="print the leaderboard as one JSON document")
+    kp = sub.add_parser("keeper", help="run the keeper")
+    kp.add_argument("--once", action="store_true", required=True, help="one cycle, then exit")
+    kp.add_argument("--mode", default="paper", choices=["paper", "live"], help="live also needs FUNDARB_LIVE=1")
+    kp.add_argument("--dry-run", action="store_true", help="plan and record decisions, send no orders")
+    kp.add_argument("--as-of", default=None, help="cycle time (UTC); default: the data's latest hour")
     dev = sub.add_parser("dev", help="serve the Dagster UI on this project (dagster dev with the project's home)")
     dev.add_argument("--port", default="3000")
     args = parser.parse_args(argv)
@@ -277,6 +301,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         dagster = Path(sys.executable).with_name("dagster")  # the one installed beside this interpreter
         os.execv(dagster, [str(dagster), "dev", "-w", "workspace.yaml", "--port", str(args.port)])
 
+    if args.command == "keeper":
+        with dg.DagsterInstance.get() as instance:
+            res = keeper_once(instance, args)
+        if not res.success:
+            failures = [e.event_specific_data.error.message for e in res.all_events  # type: ignore[union-attr]
+                        if e.event_type_value == "STEP_FAILURE"]
+            raise SystemExit(f"fundarb keeper: cycle failed: {failures[0].strip() if failures else res.run_id}")
+        meta = res.asset_materializations_for_node("keeper_cycle")[0].metadata
+        print(f"keeper cycle at {meta['as_of'].value} ({meta['mode'].value}): {meta['action'].value} — "
+              f"{meta['reason'].value}; {meta['plans_considered'].value} plans considered, "
+              f"{meta['orders'].value} orders; paused: {meta['paused'].value}")
+        return 0
     checks: list[dict[str, object]] = []
     if args.command in ("ingest", "run"):
         with dg.DagsterInstance.get() as instance:

@@ -95,3 +95,18 @@ def test_live_mode_needs_the_environment_switch(keeper_db: Path) -> None:
     assert not res.success
     failure = next(e for e in res.all_events if e.event_type_value == "STEP_FAILURE")
     assert "FUNDARB_LIVE=1" in str(failure.event_specific_data.error.message)
+
+
+def test_fundarb_keeper_once_runs_one_cycle(keeper_db: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    env = {**os.environ, "FUNDARB_DUCKDB": str(keeper_db), "DAGSTER_HOME": str(tmp_path / "home")}
+    fundarb = str(Path(sys.executable).parent / "fundarb")
+    proc = subprocess.run([fundarb, "keeper", "--once", "--dry-run", "--as-of", "2026-03-05 15:00"],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "keeper cycle at 2026-03-05 15:00:00 (paper (dry run))" in proc.stdout
+    live = subprocess.run([fundarb, "keeper", "--once", "--mode", "live"], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert live.returncode != 0 and "FUNDARB_LIVE=1" in live.stderr
