@@ -143,6 +143,13 @@ def keeper_once(instance: dg.DagsterInstance, args: argparse.Namespace) -> dg.Ex
     )
 
 
+def _keeper_line(res: dg.ExecuteInProcessResult) -> str:
+    meta = res.asset_materializations_for_node("keeper_cycle")[0].metadata
+    return (f"keeper cycle at {meta['as_of'].value} ({meta['mode'].value}): {meta['action'].value} — "
+            f"{meta['reason'].value}; {meta['plans_considered'].value} plans considered, "
+            f"{meta['orders'].value} orders; paused: {meta['paused'].value}")
+
+
 def summary(database: str) -> dict[str, object]:
     """What is now in the database, as a dict (for --json) and printed for people.
 
@@ -308,27 +315,32 @@ def main(argv: Sequence[str] | None = None) -> int:
             failures = [e.event_specific_data.error.message for e in res.all_events  # type: ignore[union-attr]
                         if e.event_type_value == "STEP_FAILURE"]
             raise SystemExit(f"fundarb keeper: cycle failed: {failures[0].strip() if failures else res.run_id}")
-        meta = res.asset_materializations_for_node("keeper_cycle")[0].metadata
-        print(f"keeper cycle at {meta['as_of'].value} ({meta['mode'].value}): {meta['action'].value} — "
-              f"{meta['reason'].value}; {meta['plans_considered'].value} plans considered, "
-              f"{meta['orders'].value} orders; paused: {meta['paused'].value}")
+        print(_keeper_line(res))
         return 0
     checks: list[dict[str, object]] = []
+    keeper_line = ""
     if args.command in ("ingest", "run"):
         with dg.DagsterInstance.get() as instance:
             _run_ok(ingest(instance), "ingestion", checks)
             if args.command == "run":
                 _run_ok(build_models(instance), "SQL models", checks)
                 _run_ok(build_forecasts(instance), "forecasting", checks)
+                keeper = keeper_once(instance, argparse.Namespace(mode="paper", dry_run=False, as_of=None))
+                _run_ok(keeper, "keeper cycle", checks)
+                keeper_line = _keeper_line(keeper)
     s = summary(default_duckdb_path())
     if checks:
         s["checks"] = checks
+    if keeper_line:
+        s["keeper"] = keeper_line
     if args.json:
         print(json.dumps(s, default=str))
     else:
         print_summary(s)
         if checks:
             print_checks(checks)
+        if keeper_line:
+            print(f"  {keeper_line}")
     return 0
 
 

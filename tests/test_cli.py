@@ -38,4 +38,5 @@ def test_fundarb_run_fills_every_raw_table_and_accounts_for_rejects(tmp_path: Pa
         assert summary["tables"][table] == source_rows - rejected > 0, table
     assert summary["rejected_by_table"] == {"funding_rates": 1}
     assert summary["rejects"][0]["field"] == "rate"
+    assert summary["keeper"].startswith("keeper cycle at") and "(paper)" in summary["keeper"]
     assert (tmp_path / "home" / "dagster.yaml").read_text().count("default_limit: 1") == 1
