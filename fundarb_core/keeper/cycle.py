@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from fundarb_core.keeper.config import KeeperConfig
+from fundarb_core.keeper.crashpoints import crashpoint
 from fundarb_core.keeper.exchange import ExchangeAdapter, PaperExchange
 from fundarb_core.keeper.ledger import Ledger, ReconcileReport, reconcile, send_order
 from fundarb_core.keeper.performance import performance
@@ -147,6 +148,8 @@ def open_plan(ledger: Ledger, exchange: ExchangeAdapter, plan: dict[str, Any], n
     asset, short, long_ = str(plan["asset"]), str(plan["short_venue"]), str(plan["long_venue"])
     pid = f"{asset}.{short}.{long_}.{pd.Timestamp(now):%Y%m%dT%H%M%S}"
     ledger.add_position(pid, plan, now)
+    if (known := ledger.position(pid)) is not None and known.status == "failed":  # a re-run after a crash: revive
+        ledger.update_position(pid, status="opening", closed_at=None, reason=None)
     lev = float(plan.get("leverage", 1.0))
     orders = []
     for venue, side, leg in ((short, "sell", "short"), (long_, "buy", "long")):
@@ -154,6 +157,8 @@ def open_plan(ledger: Ledger, exchange: ExchangeAdapter, plan: dict[str, Any], n
         sent = send_order(ledger, exchange, position_id=pid, venue=venue, asset=asset, side=side,  # type: ignore
                           size_usd=float(plan["size_usd"]), leg=leg, purpose="open", attempt=0, now=now)
         orders.append(sent.client_id)
+        if leg == "short":
+            crashpoint("between_legs")
     return pid, orders
 
 
@@ -178,6 +183,7 @@ def run_cycle(
 
     # 1. reconcile, before anything else
     report.reconcile = reconcile(led, exchange, t)
+    crashpoint("after_reconcile")
 
     # 2. kill switch
     if kill_switch_active(rk):
@@ -190,7 +196,9 @@ def run_cycle(
     if not dry_run:
         # 3. single legs (and unfinished closes, orphans); 4. health
         report.events += repair_single_legs(led, exchange, t, cfg, rk)
+        crashpoint("after_single_legs")
         report.events += health_actions(led, exchange, t, cfg, rk)
+        crashpoint("after_health")
 
     if not plan:
         report.reason = "risk-only cycle"
@@ -223,6 +231,7 @@ def run_cycle(
             plans.loc[stop, "valid"] = False
             action = choose_action(plans, mark_positions(held, snap), cfg)
             res = type(res)(res.candidates, res.plans, action)
+    crashpoint("after_plan")
 
     age = data_age_hours(conn, t)
     if age > rk.max_data_age_hours:
@@ -246,6 +255,7 @@ def run_cycle(
         decisions = pd.concat([decisions, extra], ignore_index=True) if len(decisions) else extra
     led.record_decisions(decisions)
     report.decisions = len(decisions)
+    crashpoint("after_decisions")
 
     # 7. at most one entry or switch
     if taken and not dry_run and action.plan is not None:
@@ -267,6 +277,7 @@ def _finish(led: Ledger, exchange: ExchangeAdapter, t: datetime, cfg: KeeperConf
             report: CycleReport, dry_run: bool) -> CycleReport:
     if not dry_run:
         end_of_cycle_naked(led, exchange, t, cfg, rk)
+    crashpoint("before_performance")
     report.metrics = performance(led, exchange, t)
     led.write_performance(t, report.metrics)
     return report

@@ -32,6 +32,7 @@ import duckdb
 import pandas as pd
 
 from fundarb_core.keeper.client_ids import client_id_str
+from fundarb_core.keeper.crashpoints import crashpoint
 from fundarb_core.keeper.exchange import (
     ExchangeAdapter,
     ExchangeError,
@@ -424,6 +425,7 @@ def send_order(ledger: Ledger, exchange: ExchangeAdapter, *, position_id: str, v
     """
     cid = client_id_str(venue, position_id, leg, attempt)
     price = order_price(exchange, venue, asset, side)
+    crashpoint("send_order.before_intent")
     if not ledger.record_intent(venue, cid, position_id, asset, leg, purpose, attempt, side, size_usd,
                                 price if price is not None else 0.0, reduce_only, now):
         got = exchange.fetch_order_by_client_id(venue, cid)
@@ -434,8 +436,10 @@ def send_order(ledger: Ledger, exchange: ExchangeAdapter, *, position_id: str, v
     if price is None:
         ledger.mark_order(venue, cid, "rejected", now, "no_price")
         return SentOrder(venue, cid, "rejected", 0.0, "no_price")
+    crashpoint("send_order.after_intent")
     try:
         order = exchange.place_limit_order(venue, asset, side, size_usd, price, cid, reduce_only)
+        crashpoint("send_order.after_exchange")
     except ExchangeError as exc:
         try:
             got = exchange.fetch_order_by_client_id(venue, cid)

@@ -3,7 +3,8 @@
 ``keeper_job`` materialises both; the sensor in ``sensors.py`` launches it when fresh inputs land.
 The plan (every candidate considered and why it was taken or rejected) and the performance block
 are asset metadata, so the UI shows what the keeper saw and did.  Paper mode is the default; live
-mode needs the run config *and* ``FUNDARB_LIVE=1``.
+mode (``CcxtExchange``: real venues through ccxt, keys only from the environment) needs the run config
+*and* ``FUNDARB_LIVE=1``.
 """
 
 import json
@@ -17,7 +18,7 @@ from pydantic import Field
 
 from fundarb_core.keeper.config import KeeperConfig
 from fundarb_core.keeper.cycle import run_cycle
-from fundarb_core.keeper.exchange import PaperExchange
+from fundarb_core.keeper.exchange import ExchangeAdapter, PaperExchange
 from fundarb_pipelines.resources import DUCKDB_POOL, FundarbDuckDB
 
 KEEPER_GROUP = "keeper"
@@ -32,6 +33,8 @@ class KeeperRunConfig(dg.Config):
     capital_usd_per_venue: float = Field(default=10_000.0, description="paper wallet per venue on first use")
     max_position_size_usd: float = Field(default=10_000.0)
     as_of: str | None = Field(default=None, description="cycle time (UTC); default: the data's latest hour")
+    live_venues: list[str] = Field(default_factory=lambda: ["binance", "hyperliquid"],
+                                   description="venues traded in live mode (keys from FUNDARB_<VENUE>_* env vars)")
 
 
 def _as_of(conn: duckdb_lib.DuckDBPyConnection, configured: str | None) -> datetime:
@@ -75,19 +78,26 @@ def _md(frame: pd.DataFrame) -> str:
 def keeper_cycle(context: dg.AssetExecutionContext, config: KeeperRunConfig, duckdb: FundarbDuckDB) -> (
     dg.MaterializeResult
 ):
-    if config.mode == "live":
-        if os.environ.get(LIVE_ENV) != "1":
-            raise dg.Failure(f"live mode needs {LIVE_ENV}=1 in the environment as well as mode=live")
-        raise dg.Failure("live execution (CcxtExchange) is not built yet; run mode=paper")
-    if config.mode != "paper":
+    if config.mode not in ("paper", "live"):
         raise dg.Failure(f"unknown keeper mode {config.mode!r}; expected paper or live")
+    if config.mode == "live" and os.environ.get(LIVE_ENV) != "1":
+        raise dg.Failure(f"live mode needs {LIVE_ENV}=1 in the environment as well as mode=live")
     kcfg = KeeperConfig(max_position_size_usd=config.max_position_size_usd)
     with duckdb.get_connection() as conn:
         now = _as_of(conn, config.as_of)
-        venues = [r[0] for r in conn.execute("SELECT DISTINCT venue FROM funding_rates").fetchall()]
-        exchange = PaperExchange(conn, config=kcfg, now=now,
-                                 initial_balances={v: config.capital_usd_per_venue for v in venues})
-        report = run_cycle(conn, exchange, kcfg, now, forecasts=_forecasts(conn), dry_run=config.dry_run)
+        exchange: ExchangeAdapter
+        if config.mode == "live":
+            from fundarb_core.keeper.ccxt_exchange import CcxtExchange  # real venues, keys from the environment
+
+            exchange = CcxtExchange(venues=config.live_venues)
+            venues: list[str] | None = list(config.live_venues)
+        else:
+            all_venues = [r[0] for r in conn.execute("SELECT DISTINCT venue FROM funding_rates").fetchall()]
+            exchange = PaperExchange(conn, config=kcfg, now=now,
+                                     initial_balances={v: config.capital_usd_per_venue for v in all_venues})
+            venues = None
+        report = run_cycle(conn, exchange, kcfg, now, forecasts=_forecasts(conn), dry_run=config.dry_run,
+                           venues=venues)
         decisions = conn.execute(
             "SELECT stage, asset, short_venue, long_venue, valid, taken, reason, score, size_usd, break_even_hours, "
             "expected_apy FROM cycle_decisions WHERE cycle_ts = ? ORDER BY taken DESC, score DESC NULLS LAST LIMIT 25",
