@@ -30,6 +30,10 @@ dev: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/features.py
+	$(BIN)/python bench/keeper_cycle.py
+	$(BIN)/python bench/deep_training.py
+	$(BIN)/python bench/walk_forward.py  # the peer (mlforecast) needs: pip install --no-deps mlforecast coreforecast utilsforecast
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
