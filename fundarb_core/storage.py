@@ -6,12 +6,27 @@ Functions take an open ``duckdb`` connection so they work the same under Dagster
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import duckdb
 import pandas as pd
 
 from fundarb_core.schema import RAW_TABLES, REJECTED_ROWS_DDL, TableSpec
+
+
+@contextmanager
+def transaction(conn: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """``BEGIN`` … ``COMMIT``, or ``ROLLBACK`` on any error: every project write to DuckDB goes through this,
+    so a failure (or a kill) never leaves half a batch behind."""
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
 
 
 def ensure_schema(conn: duckdb.DuckDBPyConnection) -> None:
@@ -48,8 +63,7 @@ def upsert(
     rej = rejected.copy()
     rej["ts"] = _naive_utc(rej["ts"]) if not rej.empty else pd.Series(dtype="datetime64[us]")
     cols = ", ".join(spec.columns)
-    conn.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(conn):
         if not data.empty:
             conn.register("_fundarb_batch", data)
             conn.execute(f"INSERT OR REPLACE INTO {spec.name} ({cols}) SELECT {cols} FROM _fundarb_batch")
@@ -62,10 +76,6 @@ def upsert(
                 "FROM _fundarb_rejects"
             )
             conn.unregister("_fundarb_rejects")
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
     return WriteResult(written=len(data), rejected=len(rej))
 
 

@@ -24,6 +24,8 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 
+from fundarb_core.storage import transaction
+from fundarb_pipelines.metadata import markdown_table
 from fundarb_pipelines.resources import DUCKDB_POOL, FundarbDuckDB
 
 SQL_DIR = Path(__file__).resolve().parent.parent / "dbt_like_sql"
@@ -121,15 +123,6 @@ def build_all(conn: duckdb.DuckDBPyConnection, models: list[SqlModel] | None = N
     return counts
 
 
-def _markdown(df: object) -> str:
-    import pandas as pd
-
-    assert isinstance(df, pd.DataFrame)
-    head = "| " + " | ".join(map(str, df.columns)) + " |\n|" + "---|" * len(df.columns) + "\n"
-    return head + "\n".join("| " + " | ".join(f"{v:.6g}" if isinstance(v, float) else str(v) for v in row) + " |"
-                            for row in df.itertuples(index=False))
-
-
 def build_model_asset(model: SqlModel) -> dg.AssetsDefinition:
     """The asset that rebuilds ``model.name`` atomically (CREATE OR REPLACE in a transaction)."""
 
@@ -146,13 +139,8 @@ def build_model_asset(model: SqlModel) -> dg.AssetsDefinition:
     )
     def _model(context: dg.AssetExecutionContext, duckdb: FundarbDuckDB) -> dg.MaterializeResult:
         with duckdb.get_connection() as conn:
-            conn.execute("BEGIN TRANSACTION")
-            try:
+            with transaction(conn):
                 conn.execute(f"CREATE OR REPLACE TABLE {model.name} AS\n{model.sql}")
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
             rows = int(conn.execute(f"SELECT count(*) FROM {model.name}").fetchall()[0][0])
             schema = conn.execute(f"DESCRIBE {model.name}").fetchall()
             summary = conn.execute(model.summary_sql).df() if model.summary_sql else None
@@ -164,7 +152,7 @@ def build_model_asset(model: SqlModel) -> dg.AssetsDefinition:
             "sql": dg.MetadataValue.md(f"```sql\n{model.sql}\n```"),
         }
         if summary is not None:
-            meta["summary"] = dg.MetadataValue.md(_markdown(summary))
+            meta["summary"] = dg.MetadataValue.md(markdown_table(summary))
         context.log.info(f"{model.name}: {rows} rows")
         return dg.MaterializeResult(metadata=meta)
 

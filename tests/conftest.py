@@ -81,8 +81,10 @@ def real_db(root: Path, tables: dict[str, pd.DataFrame]) -> duckdb.DuckDBPyConne
     return conn
 
 
-def alter_after(tables: dict[str, pd.DataFrame], cut: pd.Timestamp, seed: int = 7) -> dict[str, pd.DataFrame]:
-    """Every raw row whose information arrives after ``cut`` changed, and a fifth of them deleted.
+def alter_after(
+    tables: dict[str, pd.DataFrame], cut: pd.Timestamp, seed: int = 7, drop_share: float = 0.2
+) -> dict[str, pd.DataFrame]:
+    """Every raw row whose information arrives after ``cut`` changed, and ``drop_share`` of them deleted.
 
     A bar is known at its close (open + 1 h); everything else at its ``ts``.  Used by the leakage tests:
     nothing stamped at or before ``cut`` may change when this is applied.
@@ -101,6 +103,6 @@ def alter_after(tables: dict[str, pd.DataFrame], cut: pd.Timestamp, seed: int = 
             f.loc[after, "volume"] = f.loc[after, "volume"] * 0.1
         elif name == "open_interest":
             f.loc[after, "oi_usd"] = f.loc[after, "oi_usd"] * 0.2
-        drop = after & (rng.random(len(f)) < 0.2)
+        drop = after & (rng.random(len(f)) < drop_share)
         out[name] = f[~drop].reset_index(drop=True)
     return out

@@ -32,7 +32,7 @@ from fundarb_core.keeper.planning import PLAN_COLUMNS
 from fundarb_core.keeper.reference import reference_cycle
 from fundarb_core.schema import LAYOUT_FILES
 from fundarb_core.sources.replay import BUNDLED_DATA_DIR
-from tests.conftest import real_db, window_tables
+from tests.conftest import alter_after, real_db, window_tables
 
 AS_OF = pd.Timestamp("2026-03-05 12:00")
 ALL = (datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC))
@@ -94,19 +94,8 @@ def test_loader_uses_nothing_after_as_of(tmp_path: Path, tables: dict[str, pd.Da
     # settlements are on the hour and their stamps carry collection jitter (12:00:00.005 is the 12:00 settlement,
     # stg_funding_hourly rounds it so), so "after as_of" means stamped later than as_of plus that jitter
     cut = pd.Timestamp(AS_OF, tz="UTC") + pd.Timedelta(minutes=1)
-    altered = {}
-    for name, frame in tables.items():
-        f = frame.copy()
-        known = f.ts + pd.Timedelta(hours=1) if name == "candles" else f.ts
-        after = (known > cut).to_numpy()
-        if name == "funding_rates":
-            f.loc[after, "rate"] = -3 * f.loc[after, "rate"] + 1e-4
-        elif name == "candles":
-            for c in ("open", "high", "low", "close"):
-                f.loc[after, c] *= 1.37
-        elif name == "open_interest":
-            f.loc[after, "oi_usd"] *= 0.2
-        altered[name] = f
+    # no deletions: the comparison below is exact, and deleting rows reorders DuckDB's float sums
+    altered = alter_after(tables, cut, drop_share=0.0)
     with real_db(tmp_path, altered) as other:
         again = snapshot_from_duckdb(other, AS_OF)
     np.testing.assert_array_equal(again.assets, snap.assets)

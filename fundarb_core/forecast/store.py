@@ -6,19 +6,15 @@ import duckdb
 import pandas as pd
 
 from fundarb_core.forecast.base import Panel
+from fundarb_core.storage import transaction
 
 
 def write_frame(conn: duckdb.DuckDBPyConnection, table: str, frame: pd.DataFrame) -> None:
     """Replace ``table`` with ``frame`` atomically."""
-    conn.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(conn):
         conn.register("_fundarb_frame", frame)
         conn.execute(f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM _fundarb_frame")
         conn.unregister("_fundarb_frame")
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
 
 
 def replace_rows(conn: duckdb.DuckDBPyConnection, table: str, frame: pd.DataFrame, where: dict[str, str]) -> None:
@@ -26,17 +22,12 @@ def replace_rows(conn: duckdb.DuckDBPyConnection, table: str, frame: pd.DataFram
     from ``frame``'s schema the first time): re-running an evaluation replaces its rows, never
     duplicates them."""
     cond = " AND ".join(f"{k} = ?" for k in where)
-    conn.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(conn):
         conn.register("_fundarb_rows", frame)
         conn.execute(f"CREATE TABLE IF NOT EXISTS {table} AS SELECT * FROM _fundarb_rows LIMIT 0")
         conn.execute(f"DELETE FROM {table} WHERE {cond}", list(where.values()))
         conn.execute(f"INSERT INTO {table} BY NAME SELECT * FROM _fundarb_rows")
         conn.unregister("_fundarb_rows")
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
 
 
 def save_panel(conn: duckdb.DuckDBPyConnection, panel: Panel) -> None:

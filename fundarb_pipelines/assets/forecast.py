@@ -5,6 +5,7 @@ Each asset is a thin wrapper over ``fundarb_core.forecast``; one evaluation asse
 UI shows the six side by side.  Every figure they report is out-of-sample (walk-forward only).
 """
 
+import dataclasses
 import json
 
 import dagster as dg
@@ -26,6 +27,7 @@ from fundarb_core.forecast.tracking import (
     registered_name,
     update_champion,
 )
+from fundarb_pipelines.metadata import markdown_table
 from fundarb_pipelines.resources import DUCKDB_POOL, FundarbDuckDB
 
 FORECAST_GROUP = "forecasting"
@@ -57,19 +59,9 @@ class ForecastConfig(dg.ConfigurableResource):
     assets: list[str] | None = Field(default=None, description="restrict to these canonical assets")
 
     def settings(self) -> ForecastSettings:
-        return ForecastSettings(
-            train_window_hours=self.train_window_hours, expanding=self.expanding, refit_every=self.refit_every,
-            deep_refit_every=self.deep_refit_every, deep_epochs=self.deep_epochs,
-            deep_max_train_windows=self.deep_max_train_windows, gbm_trees=self.gbm_trees,
-        )
-
-
-def _md(frame: pd.DataFrame, digits: int = 4) -> str:
-    head = "| " + " | ".join(frame.columns) + " |\n|" + "---|" * len(frame.columns) + "\n"
-    return head + "\n".join(
-        "| " + " | ".join(f"{v:.{digits}g}" if isinstance(v, float) else str(v) for v in row) + " |"
-        for row in frame.itertuples(index=False)
-    )
+        """The core settings object from the fields this resource shares with it."""
+        shared = {f.name for f in dataclasses.fields(ForecastSettings)} & set(type(self).model_fields)
+        return ForecastSettings(**{name: getattr(self, name) for name in shared})
 
 
 def _has_table(conn: duckdb_lib.DuckDBPyConnection, name: str) -> bool:
@@ -165,7 +157,7 @@ def model_leaderboard(duckdb: FundarbDuckDB) -> dg.MaterializeResult:
         write_frame(conn, "model_leaderboard", board)
     meta: dict[str, dg.RawMetadataValue] = {"dagster/row_count": len(board)}
     for target, part in board.groupby("target"):
-        meta[f"{target}"] = dg.MetadataValue.md(_md(part.drop(columns=["target"])))
+        meta[f"{target}"] = dg.MetadataValue.md(markdown_table(part.drop(columns=["target"])))
     return dg.MaterializeResult(metadata=meta)
 
 
@@ -187,7 +179,7 @@ def champion_models(duckdb: FundarbDuckDB, mlflow_tracking: MlflowTracking) -> d
     with duckdb.get_connection() as conn:
         write_frame(conn, "champion_models", table.astype(str))
     return dg.MaterializeResult(metadata={
-        "champions": dg.MetadataValue.md(_md(table)),
+        "champions": dg.MetadataValue.md(markdown_table(table)),
         "model_uris": json.dumps({str(t): f"models:/{registered_name(str(t))}@{CHAMPION}" for t in runs["target"]}),
     })
 
@@ -224,7 +216,7 @@ def funding_forecasts(duckdb: FundarbDuckDB, mlflow_tracking: MlflowTracking) ->
     return dg.MaterializeResult(metadata={
         "dagster/row_count": len(table),
         "as_of": str(table["hour"].max()),
-        "top_spreads": dg.MetadataValue.md(_md(
+        "top_spreads": dg.MetadataValue.md(markdown_table(
             table[table["target"] == "spread_24h"].assign(pred_apr=lambda d: d["pred"] * 8760)
             .nlargest(10, "pred_apr")[["series_id", "hour", "pred_apr"]])),
     })

@@ -19,6 +19,7 @@ from pydantic import Field
 from fundarb_core.keeper.config import KeeperConfig
 from fundarb_core.keeper.cycle import run_cycle
 from fundarb_core.keeper.exchange import ExchangeAdapter, PaperExchange
+from fundarb_pipelines.metadata import markdown_table
 from fundarb_pipelines.resources import DUCKDB_POOL, FundarbDuckDB
 
 KEEPER_GROUP = "keeper"
@@ -59,14 +60,6 @@ def _forecasts(conn: duckdb_lib.DuckDBPyConnection) -> pd.DataFrame | None:
     rev = fwd.rename(columns={"short_venue": "long_venue", "long_venue": "short_venue"}).assign(
         forecast_spread_per_hour=-fwd["forecast_spread_per_hour"])
     return pd.concat([fwd, rev], ignore_index=True)
-
-
-def _md(frame: pd.DataFrame) -> str:
-    if frame.empty:
-        return "(none)"
-    head = "| " + " | ".join(map(str, frame.columns)) + " |\n|" + "---|" * len(frame.columns) + "\n"
-    return head + "\n".join("| " + " | ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in r) + " |"
-                            for r in frame.itertuples(index=False))
 
 
 @dg.asset(
@@ -114,7 +107,7 @@ def keeper_cycle(context: dg.AssetExecutionContext, config: KeeperRunConfig, duc
         "events": dg.MetadataValue.md("\n".join(f"- {e}" for e in report.events) or "(none)"),
         "paused": ", ".join(report.paused) or "-",
         "plans_considered": report.decisions,
-        "plan": dg.MetadataValue.md(_md(decisions)),
+        "plan": dg.MetadataValue.md(markdown_table(decisions)),
     })
 
 
