@@ -15,7 +15,7 @@ at the same ``now`` after a crash derives the same client ids and cannot open tw
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -29,7 +29,7 @@ from fundarb_core.keeper.crashpoints import crashpoint
 from fundarb_core.keeper.exchange import ExchangeAdapter, PaperExchange
 from fundarb_core.keeper.ledger import Ledger, ReconcileReport, reconcile, send_order
 from fundarb_core.keeper.performance import performance
-from fundarb_core.keeper.planning import Position, choose_action, mark_positions, plan_cycle
+from fundarb_core.keeper.planning import Action, Position, choose_action, mark_positions, plan_cycle
 from fundarb_core.keeper.risk import (
     RiskConfig,
     close_position,
@@ -44,6 +44,14 @@ from fundarb_core.keeper.risk import (
     repair_single_legs,
 )
 from fundarb_core.keeper.snapshot import Snapshot, snapshot_from_duckdb
+
+Chooser = Callable[[pd.DataFrame, list[Position], Snapshot, KeeperConfig], Action]
+"""Picks the cycle's one action from the plans (risk limits applied) and the held positions, re-marked at the
+snapshot; the keeper's own is :func:`~fundarb_core.keeper.planning.choose_action`.  A backtest passes another rule
+(e.g. the naive trailing-24 h rule) so it runs through exactly the same execution and risk path."""
+
+SnapshotFn = Callable[[datetime, Mapping[str, float]], Snapshot]
+"""The market snapshot at an instant given the free collateral per venue (default: :func:`snapshot_from_duckdb`)."""
 
 
 @dataclass
@@ -167,10 +175,13 @@ def run_cycle(
     now: datetime | pd.Timestamp | str | None = None, forecasts: pd.DataFrame | None = None, *,
     risk: RiskConfig | None = None, dry_run: bool = False, venues: Sequence[str] | None = None,
     assets: Sequence[str] | None = None, ledger: Ledger | None = None, plan: bool = True,
+    snapshot_fn: SnapshotFn | None = None, chooser: Chooser | None = None,
 ) -> CycleReport:
     """One cycle at ``now`` (paper mode; module doc).  ``venues`` / ``assets`` restrict the market considered;
     ``plan=False`` runs only the risk half (reconcile, single legs, health, performance) — a keeper woken by a
-    fill or a settlement rather than by its 5-minute timer, and the fast path of long simulations."""
+    fill or a settlement rather than by its 5-minute timer, and the fast path of long simulations.
+    ``snapshot_fn`` and ``chooser`` replace where the market view comes from and which action is taken (the
+    backtest's hooks); everything else — risk limits, execution, ledger — is this function's own."""
     cfg = config or KeeperConfig()
     rk = risk or RiskConfig()
     t = _naive(now if now is not None else pd.Timestamp.now(tz="UTC"))
@@ -209,7 +220,8 @@ def run_cycle(
     free = {v: max(0.0, b.equity_usd - b.margin_used_usd) for v, b in bal.items()}
     equity = float(sum(b.equity_usd for b in bal.values()))
     dd = drawdown(equity, led.peak_equity())
-    snap = snapshot_from_duckdb(conn, t, balances_usd=free, config=cfg, venues=venues)
+    snap = (snapshot_fn(t, free) if snapshot_fn is not None
+            else snapshot_from_duckdb(conn, t, balances_usd=free, config=cfg, venues=venues))
     snap = _enrich(_restrict(snap, assets), led, t, cfg, dd, forecasts)
 
     # 6. plan
@@ -226,10 +238,13 @@ def run_cycle(
         busy_mask = res.plans["asset"].astype(str).isin(busy)
         blocked = blocked.where(~busy_mask | (blocked != ""), "asset_busy")
         stop = (blocked != "").to_numpy() & res.plans["valid"].to_numpy(dtype=bool)
-        if stop.any():
+        if stop.any() or chooser is not None:
             plans = res.plans.copy()
             plans.loc[stop, "valid"] = False
-            action = choose_action(plans, mark_positions(held, snap), cfg)
+            if chooser is not None:
+                plans["blocked"] = blocked.reindex(plans.index).fillna("").to_numpy()
+            marked = mark_positions(held, snap)
+            action = chooser(plans, marked, snap, cfg) if chooser is not None else choose_action(plans, marked, cfg)
             res = type(res)(res.candidates, res.plans, action)
     crashpoint("after_plan")
 

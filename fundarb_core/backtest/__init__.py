@@ -1,0 +1,1 @@
+"""Backtests of the keeper and its baselines: simulation, metrics and report charts."""

@@ -1,0 +1,233 @@
+"""The strategy backtest: history replayed hour by hour through the keeper's own cycle.
+
+Why :func:`~fundarb_core.keeper.cycle.run_cycle` itself and not a vectorised re-implementation: a backtest that
+re-codes the rules in a simpler form measures the simpler form.  Here every hour runs the real cycle —
+reconcile, single legs, health (reduce < 1.5, close < 1.2), snapshot, discovery, filters, σ-distance leverage,
+sizing, costs, basis checks, break-even-aware switching, risk limits, at most one action — against
+:class:`~fundarb_core.keeper.exchange.PaperExchange`, whose fill (touch ± √-impact, maker in / taker out) and
+funding (every settlement paid to the position held at its instant) rules are the paper keeper's.  The only hooks
+are where the market view comes from (a private replica of the data) and, for the naive rule, which plan is taken
+(:mod:`fundarb_core.backtest.policies`).
+
+Integrity, by construction:
+
+* the replica holds only rows stamped at or before ``end`` (and from ``start − warmup``): nothing after the
+  backtest's end exists for it, so changing that data cannot change a result (the test alters it and checks);
+* inside the period the cycle at ``t`` reads the SQL models as of ``t`` (their causality is the leakage test's)
+  and forecasts made at ``t`` by models fitted before ``t`` (:mod:`fundarb_core.backtest.forecasts`);
+* the run is deterministic: position and order ids derive from (asset, pair, time), the paper exchange draws no
+  faults, and the environment's kill switch is ignored (a live switch must not silently change history).
+
+Choices: capital is ``capital_per_venue_usd`` on each venue traded (the keeper's accounts are per venue); fee
+regimes are flat maker = taker overrides on every venue; the equity curve is the venues' equity (wallets plus
+unrealised P&L at the paper marks) after each hourly cycle, and a last point at ``end`` after paying the
+settlements of the final hour.  Open positions are marked to market at the end, not closed (the oracle is not
+forced flat either).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from types import MappingProxyType
+from typing import Literal
+
+import duckdb
+import pandas as pd
+
+from fundarb_core.backtest.report import LedgerView
+from fundarb_core.forecast.registry import ForecastSettings
+from fundarb_core.keeper.config import KeeperConfig
+from fundarb_core.keeper.cycle import Chooser, run_cycle
+from fundarb_core.keeper.exchange import PaperExchange
+from fundarb_core.keeper.ledger import Ledger, reconcile
+from fundarb_core.keeper.risk import RiskConfig
+from fundarb_core.keeper.snapshot import Snapshot, snapshot_from_duckdb
+from fundarb_core.venues import VENUES, FeeSchedule
+
+Strategy = Literal["keeper", "keeper_forecast", "naive"]
+STRATEGIES: tuple[Strategy, ...] = ("keeper", "keeper_forecast", "naive")
+STRATEGY_LABELS = {"keeper": "keeper", "keeper_forecast": "keeper + forecasts", "naive": "naive 24h"}
+
+REPLICA_TABLES: Mapping[str, str] = MappingProxyType({
+    "funding_rates": "ts", "open_interest": "ts", "orderbook_depth": "ts", "stg_funding_hourly": "hour",
+    "stg_candles": "hour", "volatility": "hour", "pair_features": "hour", "basis": "hour", "regime_labels": "hour",
+})
+"""What the keeper and the paper exchange read, with the column that says when each row was known."""
+
+
+def _ts(value: datetime | pd.Timestamp | str) -> pd.Timestamp:
+    t = pd.Timestamp(value)
+    return t.tz_convert("UTC").tz_localize(None) if t.tzinfo is not None else t
+
+
+@dataclass(frozen=True)
+class BacktestConfig:
+    """One backtest: period ``[start, end)`` by whole hours, universe, capital, costs and strategy."""
+
+    start: pd.Timestamp
+    end: pd.Timestamp
+    strategy: Strategy = "keeper"
+    capital_per_venue_usd: float = 10_000.0
+    venues: tuple[str, ...] | None = None
+    assets: tuple[str, ...] | None = None
+    fee_bps: float | None = None  # None = each venue's real schedule; else maker = taker = fee_bps on every venue
+    keeper: KeeperConfig = field(default_factory=KeeperConfig)
+    risk: RiskConfig = field(default_factory=RiskConfig)
+    forecast_model: str = "lightgbm"
+    forecast: ForecastSettings = field(default_factory=ForecastSettings)
+    warmup_hours: int = 24 * 31  # σ baseline (720 h) and the 168 h pair statistics need a month before start
+    half_spread_bps: float = 1.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "start", _ts(self.start).floor("h"))
+        object.__setattr__(self, "end", _ts(self.end).floor("h"))
+        if self.end <= self.start:
+            raise ValueError(f"backtest end {self.end} must be after start {self.start}")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"unknown strategy {self.strategy!r}; expected one of {', '.join(STRATEGIES)}")
+
+    @property
+    def hours(self) -> pd.DatetimeIndex:
+        return pd.date_range(self.start, self.end, freq="h", inclusive="left")
+
+    def keeper_config(self, venues: tuple[str, ...] = ()) -> KeeperConfig:
+        """The keeper's config with the fee regime applied to every venue (registry and traded ones)."""
+        if self.fee_bps is None:
+            return self.keeper
+        fee = FeeSchedule(maker=self.fee_bps * 1e-4, taker=self.fee_bps * 1e-4)
+        return replace(self.keeper, fee_overrides=MappingProxyType({v: fee for v in sorted({*VENUES, *venues})}))
+
+    def label(self) -> str:
+        fees = "real fees" if self.fee_bps is None else f"{self.fee_bps:g} bp"
+        return f"{STRATEGY_LABELS[self.strategy]}, {fees}"
+
+
+@dataclass
+class BacktestRun:
+    """What one backtest did: the equity curve and the keeper's ledger, as frames, plus run facts."""
+
+    config: BacktestConfig
+    venues: tuple[str, ...]
+    capital_usd: float
+    equity: pd.Series  # venues' total equity (USD) after each cycle, and at ``end``
+    positions: pd.DataFrame  # ledger_positions
+    fills: pd.DataFrame  # ledger_fills joined with their order's side, limit price and purpose
+    funding: pd.DataFrame  # ledger_funding
+    final_marks: pd.DataFrame  # venue, asset, qty, mark at the end
+    actions: pd.DataFrame  # hour, action, reason, position_id, closed_position_id
+    seconds: float
+    assets: tuple[str, ...] = ()
+
+    def view(self) -> LedgerView:
+        """The run as the report reads it."""
+        return LedgerView(capital_usd=self.capital_usd, equity=self.equity, positions=self.positions,
+                          fills=self.fills, funding=self.funding, final_marks=self.final_marks,
+                          half_spread_bps=self.config.half_spread_bps, label=self.config.label())
+
+
+def market_replica(conn: duckdb.DuckDBPyConnection, start: pd.Timestamp, end: pd.Timestamp,
+                   warmup_hours: int) -> duckdb.DuckDBPyConnection:
+    """A private in-memory DuckDB with the market tables' rows known in ``[start − warmup, end]``, time-ordered.
+
+    Private so the backtest's ledger and paper accounts never touch the user's database; bounded at ``end`` so
+    the future does not exist for the simulation; ordered by time so DuckDB's zone maps prune the as-of scans.
+    """
+    mem = duckdb.connect(":memory:")
+    lo = (start - pd.Timedelta(hours=warmup_hours)).to_pydatetime()
+    hi = end.to_pydatetime()
+    have = {r[0] for r in conn.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+    missing = [t for t in REPLICA_TABLES if t not in have]
+    if missing:
+        raise ValueError(f"the database lacks {', '.join(missing)}: ingest the data and build the SQL models first")
+    for table, col in REPLICA_TABLES.items():
+        arrow = conn.sql(f"SELECT * FROM {table} WHERE {col} >= $lo AND {col} <= $hi ORDER BY {col}",
+                         params={"lo": lo, "hi": hi}).to_arrow_table()
+        mem.register("_src", arrow)
+        mem.execute(f"CREATE TABLE {table} AS SELECT * FROM _src")
+        mem.unregister("_src")
+    return mem
+
+
+def traded_venues(mem: duckdb.DuckDBPyConnection, start: pd.Timestamp, end: pd.Timestamp) -> tuple[str, ...]:
+    """Venues with a funding settlement in the period, in registry order."""
+    rows = mem.execute("SELECT DISTINCT venue FROM funding_rates WHERE ts >= ? AND ts <= ?",
+                       [start.to_pydatetime(), end.to_pydatetime()]).fetchall()
+    found = {r[0] for r in rows}
+    return tuple([v for v in VENUES if v in found] + sorted(found - set(VENUES)))
+
+
+def run_backtest(
+    conn: duckdb.DuckDBPyConnection, config: BacktestConfig, forecasts: pd.DataFrame | None = None,
+    progress: Callable[[pd.Timestamp, int, int], None] | None = None,
+) -> BacktestRun:
+    """Replay ``config``'s period hour by hour through :func:`run_cycle` (module doc).
+
+    ``forecasts`` (columns ``hour``, ``asset``, ``short_venue``, ``long_venue``, ``forecast_spread_per_hour``) are
+    required for ``keeper_forecast`` and must be out-of-sample (:func:`~fundarb_core.backtest.forecasts.
+    walk_forward_forecasts`); the cycle at ``t`` reads the rows with ``hour == t`` only.
+    """
+    t_start = time.perf_counter()
+    if config.strategy == "keeper_forecast" and forecasts is None:
+        raise ValueError("strategy keeper_forecast needs walk-forward forecasts (walk_forward_forecasts)")
+    mem = market_replica(conn, config.start, config.end, config.warmup_hours)
+    venues = config.venues or traded_venues(mem, config.start, config.end)
+    kcfg = config.keeper_config(venues)
+    risk = replace(config.risk, kill_switch_env="")  # module doc: the live kill switch does not rewrite history
+    capital = {v: float(config.capital_per_venue_usd) for v in venues}
+    exchange = PaperExchange(mem, kcfg, initial_balances=capital, now=config.start.to_pydatetime(),
+                             half_spread_bps=config.half_spread_bps)
+    ledger = Ledger(mem)
+    baseline: Literal["none", "mean_24h"] = "mean_24h" if config.strategy == "naive" else "none"
+
+    def snapshot(t: datetime, free: Mapping[str, float]) -> Snapshot:
+        return snapshot_from_duckdb(mem, t, balances_usd=free, config=kcfg, venues=venues, baseline_forecast=baseline)
+
+    chooser: Chooser | None = None
+    if config.strategy == "naive":
+        from fundarb_core.backtest.policies import naive_trailing_choice
+        chooser = naive_trailing_choice
+    by_hour: dict[pd.Timestamp, pd.DataFrame] = {}
+    if config.strategy == "keeper_forecast" and forecasts is not None and len(forecasts):
+        fc = forecasts.assign(hour=pd.to_datetime(forecasts["hour"]))
+        by_hour = {pd.Timestamp(h): g.drop(columns="hour") for h, g in fc.groupby("hour", sort=True)}
+
+    hours = config.hours
+    equity: list[float] = []
+    actions: list[dict[str, object]] = []
+    for i, t in enumerate(hours):
+        rep = run_cycle(mem, exchange, kcfg, t.to_pydatetime(), forecasts=by_hour.get(t), risk=risk, venues=venues,
+                        assets=config.assets, ledger=ledger, snapshot_fn=snapshot, chooser=chooser)
+        equity.append(float(rep.metrics["equity_usd"]))
+        if rep.action != "none" or rep.events:
+            actions.append({"hour": t, "action": rep.action, "reason": rep.reason, "position_id": rep.position_id,
+                            "closed_position_id": rep.closed_position_id, "events": "; ".join(rep.events)})
+        if progress is not None:
+            progress(t, i + 1, len(hours))
+    exchange.advance_to(config.end.to_pydatetime())  # the settlements of the last hour …
+    reconcile(ledger, exchange, config.end.to_pydatetime())  # … recorded in the ledger like any other
+    balances = exchange.balances()
+    equity.append(float(sum(b.equity_usd for b in balances.values())))
+    index = hours.append(pd.DatetimeIndex([config.end]))
+
+    fills = ledger.query(
+        "SELECT f.*, o.side, o.price AS limit_price, o.purpose, o.reduce_only FROM ledger_fills f "
+        "JOIN ledger_orders o USING (venue, client_id) ORDER BY f.seq")
+    marks = pd.DataFrame([{"venue": p.venue, "asset": p.asset, "qty": p.qty, "mark": p.mark_price}
+                          for v in sorted(balances) for p in exchange.positions(v)],
+                         columns=["venue", "asset", "qty", "mark"])
+    run = BacktestRun(
+        config=config, venues=tuple(venues), capital_usd=float(sum(capital.values())),
+        equity=pd.Series(equity, index=index, name="equity_usd"),
+        positions=ledger.query("SELECT * FROM ledger_positions ORDER BY opened_at, position_id"),
+        fills=fills, funding=ledger.query("SELECT * FROM ledger_funding ORDER BY ts, payment_id"),
+        final_marks=marks,
+        actions=pd.DataFrame(actions, columns=["hour", "action", "reason", "position_id", "closed_position_id",
+                                               "events"]),
+        seconds=time.perf_counter() - t_start,
+        assets=tuple(sorted(mem.execute("SELECT DISTINCT asset FROM stg_funding_hourly").df()["asset"].astype(str))),
+    )
+    mem.close()
+    return run
