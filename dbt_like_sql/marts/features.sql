@@ -44,7 +44,9 @@ SELECT
       / nullif(list_sum(list_transform(f.window_168h,
           lambda x, i: CASE WHEN x IS NOT NULL THEN pow(0.5, (len(f.window_168h) - i) / 24.0) END)), 0)
       AS rate_ewma_24h,
-    (f.rate_per_hour - f.rate_mean_168h) / nullif(f.rate_std_168h, 0) AS rate_z_168h,
+    -- a σ below 1e-12 per hour is a constant series' rounding noise (its value depends on the summation order, hence
+    -- on unrelated rows): no z-score then, rather than noise / noise
+    CASE WHEN f.rate_std_168h > 1e-12 THEN (f.rate_per_hour - f.rate_mean_168h) / f.rate_std_168h END AS rate_z_168h,
     f.observed_age_hours,
     greatest(f.interval_hours - f.observed_age_hours, 0) AS hours_to_next_settlement,
     CASE WHEN f.hour - f.oi_ts <= INTERVAL 2 HOUR THEN f.oi_usd END AS oi_usd,

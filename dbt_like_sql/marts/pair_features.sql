@@ -19,13 +19,15 @@ SELECT
     avg(s.spread_per_hour) OVER (w RANGE BETWEEN INTERVAL 23 HOURS PRECEDING AND CURRENT ROW) AS spread_mean_24h,
     avg(s.spread_per_hour) OVER (w RANGE BETWEEN INTERVAL 167 HOURS PRECEDING AND CURRENT ROW) AS spread_mean_168h,
     stddev_samp(s.spread_per_hour) OVER (w RANGE BETWEEN INTERVAL 167 HOURS PRECEDING AND CURRENT ROW) AS spread_std_168h,
-    (s.spread_per_hour - avg(s.spread_per_hour) OVER (w RANGE BETWEEN INTERVAL 167 HOURS PRECEDING AND CURRENT ROW))
-      / nullif(stddev_samp(s.spread_per_hour) OVER (w RANGE BETWEEN INTERVAL 167 HOURS PRECEDING AND CURRENT ROW), 0)
-      AS spread_z_168h,
+    -- no z-score where σ is rounding noise (< 1e-12 per hour, a constant stretch): see features.rate_z_168h
+    CASE WHEN stddev_samp(s.spread_per_hour) OVER (w RANGE BETWEEN INTERVAL 167 HOURS PRECEDING AND CURRENT ROW) > 1e-12
+         THEN (s.spread_per_hour - avg(s.spread_per_hour) OVER (w RANGE BETWEEN INTERVAL 167 HOURS PRECEDING AND CURRENT ROW))
+              / stddev_samp(s.spread_per_hour) OVER (w RANGE BETWEEN INTERVAL 167 HOURS PRECEDING AND CURRENT ROW)
+    END AS spread_z_168h,
     avg((s.spread_per_hour > 0)::DOUBLE) OVER (w RANGE BETWEEN INTERVAL 167 HOURS PRECEDING AND CURRENT ROW)
       AS consistency_168h,
     b.basis_bp,
-    (b.basis_bp - b.basis_mean_168h) / nullif(b.basis_std_168h, 0) AS basis_z_168h
+    CASE WHEN b.basis_std_168h > 1e-9 THEN (b.basis_bp - b.basis_mean_168h) / b.basis_std_168h END AS basis_z_168h
 FROM s
 LEFT JOIN {{ ref('basis') }} b
   ON b.asset = s.asset AND b.short_venue = s.short_venue AND b.long_venue = s.long_venue AND b.hour = s.hour

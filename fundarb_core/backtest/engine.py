@@ -11,8 +11,9 @@ are where the market view comes from (a private replica of the data) and, for th
 
 Integrity, by construction:
 
-* the replica holds only rows stamped at or before ``end`` (and from ``start − warmup``): nothing after the
-  backtest's end exists for it, so changing that data cannot change a result (the test alters it and checks);
+* the replica holds only the raw rows known at or before ``end`` (and from ``start − warmup``), and every SQL
+  model is rebuilt on them: nothing after the backtest's end exists for it, so changing that data cannot change
+  a result (the test alters it and checks);
 * inside the period the cycle at ``t`` reads the SQL models as of ``t`` (their causality is the leakage test's)
   and forecasts made at ``t`` by models fitted before ``t`` (:mod:`fundarb_core.backtest.forecasts`);
 * the run is deterministic: position and order ids derive from (asset, pair, time), the paper exchange draws no
@@ -45,17 +46,20 @@ from fundarb_core.keeper.exchange import PaperExchange
 from fundarb_core.keeper.ledger import Ledger, reconcile
 from fundarb_core.keeper.risk import RiskConfig
 from fundarb_core.keeper.snapshot import Snapshot, snapshot_from_duckdb
+from fundarb_core.sql_models import build_all
 from fundarb_core.venues import VENUES, FeeSchedule
 
 Strategy = Literal["keeper", "keeper_forecast", "naive"]
 STRATEGIES: tuple[Strategy, ...] = ("keeper", "keeper_forecast", "naive")
 STRATEGY_LABELS = {"keeper": "keeper", "keeper_forecast": "keeper + forecasts", "naive": "naive 24h"}
 
+BAR_CLOSE_SQL = ("ts + to_minutes(CASE timeframe WHEN '1m' THEN 1 WHEN '5m' THEN 5 WHEN '15m' THEN 15 "
+                 "WHEN '30m' THEN 30 WHEN '1h' THEN 60 WHEN '4h' THEN 240 ELSE 1440 END)")
 REPLICA_TABLES: Mapping[str, str] = MappingProxyType({
-    "funding_rates": "ts", "open_interest": "ts", "orderbook_depth": "ts", "stg_funding_hourly": "hour",
-    "stg_candles": "hour", "volatility": "hour", "pair_features": "hour", "basis": "hour", "regime_labels": "hour",
+    "funding_rates": "ts", "open_interest": "ts", "orderbook_depth": "ts", "candles": BAR_CLOSE_SQL,
 })
-"""What the keeper and the paper exchange read, with the column that says when each row was known."""
+"""The raw tables, each with the expression that says when a row was known (a bar at its close, as the
+``stg_candles`` model says)."""
 
 
 def _ts(value: datetime | pd.Timestamp | str) -> pd.Timestamp:
@@ -78,7 +82,7 @@ class BacktestConfig:
     risk: RiskConfig = field(default_factory=RiskConfig)
     forecast_model: str = "lightgbm"
     forecast: ForecastSettings = field(default_factory=ForecastSettings)
-    warmup_hours: int = 24 * 31  # σ baseline (720 h) and the 168 h pair statistics need a month before start
+    warmup_hours: int = 24 * 40  # σ baseline (720 h of 168 h σ) and the 168 h pair statistics need ~5 weeks
     half_spread_bps: float = 1.0
 
     def __post_init__(self) -> None:
@@ -130,10 +134,14 @@ class BacktestRun:
 
 def market_replica(conn: duckdb.DuckDBPyConnection, start: pd.Timestamp, end: pd.Timestamp,
                    warmup_hours: int) -> duckdb.DuckDBPyConnection:
-    """A private in-memory DuckDB with the market tables' rows known in ``[start − warmup, end]``, time-ordered.
+    """A private in-memory DuckDB with the raw rows known in ``[start − warmup, end]`` and every SQL model rebuilt
+    on them.
 
-    Private so the backtest's ledger and paper accounts never touch the user's database; bounded at ``end`` so
-    the future does not exist for the simulation; ordered by time so DuckDB's zone maps prune the as-of scans.
+    Private so the backtest's ledger and paper accounts never touch the user's database.  Rebuilt from raw rows
+    known by ``end`` so the future does not exist for the simulation — not even as floating-point noise: a
+    rolling window's summation order depends on the rows after it, and a forecaster fitted on features that
+    differ in the last bit can differ in its splits.  Rows are inserted in time order so DuckDB's zone maps
+    prune the keeper's as-of scans.
     """
     mem = duckdb.connect(":memory:")
     lo = (start - pd.Timedelta(hours=warmup_hours)).to_pydatetime()
@@ -141,13 +149,14 @@ def market_replica(conn: duckdb.DuckDBPyConnection, start: pd.Timestamp, end: pd
     have = {r[0] for r in conn.execute("SELECT table_name FROM information_schema.tables").fetchall()}
     missing = [t for t in REPLICA_TABLES if t not in have]
     if missing:
-        raise ValueError(f"the database lacks {', '.join(missing)}: ingest the data and build the SQL models first")
-    for table, col in REPLICA_TABLES.items():
-        arrow = conn.sql(f"SELECT * FROM {table} WHERE {col} >= $lo AND {col} <= $hi ORDER BY {col}",
+        raise ValueError(f"the database lacks the raw tables {', '.join(missing)}: ingest the data first")
+    for table, known in REPLICA_TABLES.items():
+        arrow = conn.sql(f"SELECT * FROM {table} WHERE {known} >= $lo AND {known} <= $hi ORDER BY {known}",
                          params={"lo": lo, "hi": hi}).to_arrow_table()
         mem.register("_src", arrow)
         mem.execute(f"CREATE TABLE {table} AS SELECT * FROM _src")
         mem.unregister("_src")
+    build_all(mem)
     return mem
 
 

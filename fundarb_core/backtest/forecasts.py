@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import duckdb
 import pandas as pd
@@ -18,6 +19,9 @@ import pandas as pd
 from fundarb_core.forecast.registry import ForecastSettings, model_factory, refit_every
 from fundarb_core.forecast.targets import build_panel
 from fundarb_core.forecast.walk_forward import walk_forward
+
+if TYPE_CHECKING:
+    from fundarb_core.backtest.engine import BacktestConfig
 
 KEEPER_FORECAST_COLUMNS = ("hour", "asset", "short_venue", "long_venue", "forecast_spread_per_hour")
 
@@ -56,3 +60,16 @@ def walk_forward_forecasts(
     if preds.empty:
         return pd.DataFrame(columns=list(KEEPER_FORECAST_COLUMNS))
     return keeper_forecasts(preds["series_id"], preds["pred"], preds["hour"])
+
+
+def backtest_forecasts(conn: duckdb.DuckDBPyConnection, config: BacktestConfig) -> pd.DataFrame:
+    """Walk-forward forecasts for a backtest, computed on the same replica it replays (raw rows known by its end,
+    models rebuilt), so the forecasts cannot depend on anything after ``config.end`` either."""
+    from fundarb_core.backtest.engine import market_replica
+
+    replica = market_replica(conn, config.start, config.end, config.warmup_hours)
+    try:
+        return walk_forward_forecasts(replica, config.start, config.end, config.forecast_model, config.forecast,
+                                      config.assets)
+    finally:
+        replica.close()

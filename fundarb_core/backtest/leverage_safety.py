@@ -1,0 +1,563 @@
+"""Leverage-safety backtest (spec ``keeper.md`` §8 (1), leverage rule §3).
+
+Question answered: how often does the σ-distance leverage ``L = clip(1 / (K σ_daily), L_min, L_max)`` get a
+funding-arbitrage position liquidated, and what does it cost, for K = 3, 4, 5, 6?  For every asset one hedged
+position (short one venue, long another, equal notional) is run over the last ``days`` days of bars; at every bar
+the leverage is re-set from the trailing 7-day σ and the capital path earns the pair's funding spread.
+
+Inputs and the choices the spec leaves open:
+
+* **Bars** — per asset the finest series in ``candles``, chosen from what is known when the window opens (the
+  choice must not depend on the window's bars): among series with a bar closing in the 7 days before the window
+  start (live then), the smallest bar length (``timeframe`` parsed: ``15m``, ``1h``, ``4h`` …), ties broken by
+  most bars closing by the start, then Binance first (the deepest perp market, whose prints liquidation engines
+  track most closely), then USDT quote, then venue/symbol name for determinism.  One price series stands for *both*
+  legs: the basis between the two venues is ignored, so the legs' price PnL cancels exactly; only the intra-bar
+  worst move matters, for liquidation.  The bundled data has 1 h bars only, so the backtest runs on 1 h bars (the
+  spec's 15 m when a source provides them).
+* **Window** — ``end`` defaults to the close of the asset's last bar at its finest bar length (any venue); the
+  window holds the chosen series' bars with ``end − days ≤ open`` and ``close ≤ end``.  Timestamps are naive UTC
+  (as in DuckDB); a tz-aware ``end`` is converted.  An asset whose series does not reach back ``days`` + 7 days
+  (the warm-up of σ) is skipped and the reason logged, as is one without a usable venue pair.
+* **σ** — for the bar opening at ``t``: sample σ (ddof = 1) of the log returns ``ln(close_j / close_{j−1})`` of
+  consecutive bars whose close falls in ``(t − 168 h, t]`` — strictly before the bar, the same window as the
+  ``volatility`` model's at ``hour = t``.  A return across a missing bar is dropped, never spread.  Fewer than half
+  the window's returns → σ unknown → ``L_min`` (the leverage module's rule: no estimate, no leverage).
+  ``σ_daily = sigma_from_bars(σ_bar, bar_minutes)`` and ``L_t = sigma_distance_leverage(K, σ_daily, config)`` —
+  the keeper's own functions, with a fixed K (the sweep variable; the keeper's K adjustments are not applied).
+* **Pair** — the ordered (short, long) pair with the highest mean ``spread_per_hour`` in ``spread_panel`` over
+  the 30 days before the window starts, using only rows already known then (``known_at ≤ start``; an 8 h venue's
+  accrual is only known at its settlement) and only pairs observed in at least half those hours (a pair seen for
+  a few hours has a mean that means nothing).  The pair is held for the whole window: the backtest measures
+  leverage safety, not pair selection.
+* **Funding** — the bar earns the pair's accrued ``spread_per_hour × notional`` for the time it covers, each hour
+  weighted by its overlap (a 15 m bar gets a quarter of its hour).  A bar's span runs from the previous bar's close
+  to its own close, so funding keeps accruing across a missing bar.  An hour without a spread row earns nothing.
+  Accrued funding counts as equity at once (venues credit it at settlement, at most 8 h later).
+* **Capital and re-levering** — capital ``C0`` is split equally as margin on the two venues, and re-split at every
+  bar open (an idealised free, instant transfer: the spec's rule is a *per-bar* test, "liquidation when the worst
+  intra-bar move exceeds the margin", so losses do not pile up on one venue across bars).  At bar ``t`` the
+  notional per leg is ``N_t = E_{t−1} / 2 × L_t``.  Entering (the first bar, and the bar after a liquidation)
+  pays the *maker* fee of each venue on ``N_t`` (spec §2: entry at maker); re-levering an open position pays the
+  *taker* fee of each venue on ``|N_t − q_{t−1} × open_t|`` — the trade needed to take the held quantity, marked at
+  this bar's open, to the target (so keeping the leverage constant as the price drifts costs fees too).
+  ``rebalance_costs=False`` makes re-levering free (entries and liquidation exits still pay).  Funding is earned on
+  ``N_t`` (the notional at the bar's open).  The open position at the window's end is marked to market, no exit
+  fee: ``final_capital`` is the equity, not a round trip.
+* **Liquidation** — within bar ``t`` the short leg's worst move is ``high / open − 1``, the long leg's
+  ``1 − low / open``; a leg is liquidated when its worst move ``≥ d_t = liquidation_distance(L_t, mm)``
+  (``1 / L − mm``, mm = ``config.maintenance_margin``).  Rule: the leg is closed at the liquidation price and its
+  venue's equity (``E_open / 2``, ``E_open`` = equity after this bar's trading fees) is lost — the move took
+  ``N d``, the liquidation engine the rest (≈ ``mm × N``); the hedge leg gained ``N d`` and is closed at the same
+  price paying its venue's taker fee on ``N (1 ± d)``.  So ``E_t = E_open / 2 + N_t d_t − exit fee``: the capital
+  loses ≈ ``mm × N_t`` plus fees.  The liquidated bar earns no funding (the liquidation time inside the bar is
+  unknown).  If both legs' thresholds are crossed in one bar (the order of high and low is unknown) the worse
+  outcome is booked, once: after the first liquidation the position is flat.  What remains is re-deployed at the
+  next bar (maker entry fees).  ``liquidated`` is true when any liquidation happened.  The move across a
+  missing bar (previous close → this open) is not tested: it is unobserved (the chosen Binance series has no
+  gaps in the bundled data).
+* **Report** — ``avg_leverage`` / ``max_leverage`` over the window's bars; ``max_drawdown`` as a positive
+  fraction of the running peak of the equity path (C0 included as the first peak), equity marked at each bar's
+  close incl. funding and fees; ``equity`` is indexed by bar open ``ts``, value at that bar's close.  Beyond
+  the spec'd fields, :class:`SafetyRun` carries the per-bar ``leverage`` and ``notional`` (defaulted, so
+  positional construction with the spec'd fields still works).
+
+The compounding recursion runs as a plain loop over bars (each bar's notional depends on the previous equity and
+on whether the previous bar was liquidated); σ, funding, worst moves and thresholds are vectorised.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import duckdb
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from fundarb_core.keeper.config import KeeperConfig
+from fundarb_core.keeper.leverage import liquidation_distance, sigma_distance_leverage, sigma_from_bars
+
+log = logging.getLogger(__name__)
+
+FloatArray = npt.NDArray[np.float64]
+
+SIGMA_WINDOW = pd.Timedelta(hours=168)
+"""σ look-back (spec §3: 168 h)."""
+PAIR_SELECTION_DAYS = 30.0
+"""Look-back before the window over which the venue pair is chosen."""
+MIN_SIGMA_COVERAGE = 0.5
+"""Share of the σ window's returns needed for a σ estimate (else σ unknown → ``L_min``)."""
+MIN_PAIR_COVERAGE = 0.5
+"""Share of the selection window's hours a pair must be observed in to be chosen."""
+PREFERRED_VENUE = "binance"
+_QUOTE_RANK = {"USDT": 0, "USDC": 1}
+_TIMEFRAME = re.compile(r"^\s*(\d+)\s*([mhdwM])\s*$")
+_UNIT_MINUTES = {"m": 1.0, "h": 60.0, "d": 1440.0, "w": 10080.0, "M": 43200.0}
+_HOUR_NS = 3_600_000_000_000
+_MINUTE_NS = 60_000_000_000
+
+
+def _empty_series() -> pd.Series:
+    return pd.Series(dtype="float64")
+
+
+@dataclass(frozen=True)
+class SafetyRun:
+    """One (asset, K) run of the leverage-safety backtest (see the module docstring for every definition)."""
+
+    asset: str
+    k: float
+    venue: str
+    timeframe: str
+    short_venue: str
+    long_venue: str
+    start: pd.Timestamp
+    end: pd.Timestamp
+    bars: int
+    avg_leverage: float
+    max_leverage: float
+    max_drawdown: float
+    liquidations: int
+    liquidated: bool
+    final_capital: float
+    funding_usd: float
+    fees_usd: float
+    equity: pd.Series  # index = bar ts (open), value at the bar's close
+    leverage: pd.Series = field(default_factory=_empty_series)  # L_t per bar
+    notional: pd.Series = field(default_factory=_empty_series)  # N_t per leg per bar (USD)
+
+
+@dataclass(frozen=True)
+class BarSeries:
+    """The bar series chosen for an asset (prices of both legs)."""
+
+    asset: str
+    venue: str
+    venue_symbol: str
+    timeframe: str
+    bar_minutes: float
+    first_ts: pd.Timestamp
+    last_ts: pd.Timestamp
+
+
+def timeframe_minutes(timeframe: str) -> float:
+    """Bar length in minutes of a ccxt-style timeframe (``15m``, ``1h``, ``4h``, ``1d``, ``1w``, ``1M`` = 30 d).
+
+    Case matters only for ``m`` (minute) against ``M`` (month), as in ccxt.
+    """
+    m = _TIMEFRAME.match(timeframe)
+    if m is None:
+        raise ValueError(f"unknown timeframe {timeframe!r}")
+    return float(m.group(1)) * _UNIT_MINUTES[m.group(2)]
+
+
+def _naive(ts: datetime | str | pd.Timestamp) -> pd.Timestamp:
+    t = pd.Timestamp(ts)
+    return t.tz_convert("UTC").tz_localize(None) if t.tzinfo is not None else t
+
+
+def _ns(values: pd.Series | pd.DatetimeIndex | Sequence[pd.Timestamp]) -> npt.NDArray[np.int64]:
+    return pd.DatetimeIndex(values).as_unit("ns").asi8
+
+
+def _bar_rows(conn: duckdb.DuckDBPyConnection, asset: str) -> pd.DataFrame:
+    """Every candle key of ``asset`` with its parsed bar length and close time (unparsable timeframes dropped)."""
+    rows = conn.execute("SELECT venue, venue_symbol, timeframe, quote, ts FROM candles WHERE asset = ?", [asset]).df()
+    rows["ts"] = pd.to_datetime(rows["ts"]).astype("datetime64[ns]")
+    minutes: dict[str, float] = {}
+    for tf in rows["timeframe"].unique():
+        try:
+            minutes[tf] = timeframe_minutes(tf)
+        except ValueError:
+            log.warning("leverage_safety: %s bars with timeframe %r ignored (unparsed)", asset, tf)
+    rows = rows[rows["timeframe"].isin(list(minutes))].copy()
+    rows["bar_minutes"] = rows["timeframe"].map(minutes).astype("float64")
+    rows["close_ts"] = rows["ts"] + pd.to_timedelta(rows["bar_minutes"], unit="min")
+    return rows
+
+
+def default_end(conn: duckdb.DuckDBPyConnection, asset: str) -> pd.Timestamp | None:
+    """The close of the asset's last bar at its finest bar length (any venue): the default window end."""
+    rows = _bar_rows(conn, asset)
+    if rows.empty:
+        return None
+    finest = rows[rows["bar_minutes"] == rows["bar_minutes"].min()]
+    return pd.Timestamp(finest["close_ts"].max())
+
+
+def finest_series(
+    conn: duckdb.DuckDBPyConnection, asset: str, start: datetime | str | pd.Timestamp
+) -> BarSeries | None:
+    """The price series for a window opening at ``start``, chosen from bars known by then (no look-ahead).
+
+    Eligible: series with a bar closing in ``(start − 168 h, start]`` (live when the window opens).  Ranked by
+    smallest bar, then most bars closing by ``start``, then Binance, USDT quote, venue and symbol name.
+    """
+    t0 = _naive(start)
+    rows = _bar_rows(conn, asset)
+    rows = rows[rows["close_ts"] <= t0]
+    if rows.empty:
+        return None
+    g = rows.groupby(["venue", "venue_symbol", "timeframe", "quote", "bar_minutes"], as_index=False).agg(
+        n=("ts", "size"), first_ts=("ts", "min"), last_ts=("ts", "max"), last_close=("close_ts", "max")
+    )
+    g = g[g["last_close"] > t0 - SIGMA_WINDOW]
+    if g.empty:
+        return None
+    g["preferred"] = (g["venue"] != PREFERRED_VENUE).astype(int)
+    g["quote_rank"] = g["quote"].map(_QUOTE_RANK).fillna(2)
+    g = g.sort_values(
+        ["bar_minutes", "n", "preferred", "quote_rank", "venue", "venue_symbol"],
+        ascending=[True, False, True, True, True, True],
+    )
+    best = g.iloc[0]
+    return BarSeries(
+        asset=asset,
+        venue=str(best["venue"]),
+        venue_symbol=str(best["venue_symbol"]),
+        timeframe=str(best["timeframe"]),
+        bar_minutes=float(best["bar_minutes"]),
+        first_ts=pd.Timestamp(best["first_ts"]),
+        last_ts=pd.Timestamp(best["last_ts"]),
+    )
+
+
+def load_bars(conn: duckdb.DuckDBPyConnection, series: BarSeries, lo: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
+    """Bars of ``series`` with ``open ≥ lo`` and ``close ≤ end``: columns ts, open, high, low, close (sorted)."""
+    bar = pd.Timedelta(minutes=series.bar_minutes)
+    frame = conn.execute(
+        "SELECT ts, open, high, low, close FROM candles "
+        "WHERE asset = ? AND venue = ? AND venue_symbol = ? AND timeframe = ? AND ts >= ? AND ts <= ? ORDER BY ts",
+        [series.asset, series.venue, series.venue_symbol, series.timeframe, lo, end - bar],
+    ).df()
+    frame["ts"] = pd.to_datetime(frame["ts"]).astype("datetime64[ns]")
+    return frame.reset_index(drop=True)
+
+
+def trailing_sigma_daily(
+    ts: pd.Series | pd.DatetimeIndex,
+    close: npt.ArrayLike,
+    bar_minutes: float,
+    window: pd.Timedelta = SIGMA_WINDOW,
+    min_coverage: float = MIN_SIGMA_COVERAGE,
+) -> FloatArray:
+    """σ_daily known at each bar's open: returns of consecutive bars closing in ``(open − window, open]``.
+
+    Windowed sums of centred returns and their squares (cumulative-sum differences) give every bar's sample
+    variance in one pass; centring on the series mean keeps the subtraction well conditioned.
+    """
+    t = _ns(ts)
+    c = np.asarray(close, dtype="float64")
+    bar_ns = round(bar_minutes * _MINUTE_NS)
+    close_t = t + bar_ns
+    r = np.full(len(c), np.nan)
+    if len(c) > 1:
+        consecutive = np.diff(t) == bar_ns
+        r[1:] = np.where(consecutive, np.log(c[1:] / c[:-1]), np.nan)
+    ok = np.isfinite(r)
+    centred = np.where(ok, r - (r[ok].mean() if ok.any() else 0.0), 0.0)
+    cnt = np.concatenate([[0], np.cumsum(ok)])
+    s1 = np.concatenate([[0.0], np.cumsum(centred)])
+    s2 = np.concatenate([[0.0], np.cumsum(centred * centred)])
+    win_ns = int(window.value)
+    lo = np.searchsorted(close_t, t - win_ns, side="right")
+    hi = np.searchsorted(close_t, t, side="right")
+    n = (cnt[hi] - cnt[lo]).astype("float64")
+    a, b = s1[hi] - s1[lo], s2[hi] - s2[lo]
+    need = max(2.0, min_coverage * win_ns / bar_ns)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        var = (b - a * a / n) / (n - 1.0)
+    sigma_bar = np.where(n >= need, np.sqrt(np.maximum(var, 0.0)), np.nan)
+    return np.asarray(sigma_from_bars(sigma_bar, bar_minutes), dtype="float64")
+
+
+def select_pair(
+    conn: duckdb.DuckDBPyConnection,
+    asset: str,
+    start: pd.Timestamp,
+    days: float = PAIR_SELECTION_DAYS,
+    min_coverage: float = MIN_PAIR_COVERAGE,
+) -> tuple[str, str, float, int] | None:
+    """(short, long, mean spread per hour, hours) of the best pair over ``[start − days, start)``, known by start."""
+    lo = start - pd.Timedelta(days=days)
+    row = conn.execute(
+        """
+        SELECT short_venue, long_venue, avg(spread_per_hour) AS mean_spread, count(*) AS hours
+        FROM spread_panel
+        WHERE asset = ? AND hour >= ? AND hour < ? AND spread_per_hour IS NOT NULL AND known_at <= ?
+        GROUP BY 1, 2
+        HAVING count(*) >= ?
+        ORDER BY mean_spread DESC, hours DESC, short_venue, long_venue
+        LIMIT 1
+        """,
+        [asset, lo, start, start, min_coverage * days * 24.0],
+    ).fetchone()
+    if row is None:
+        return None
+    return str(row[0]), str(row[1]), float(row[2]), int(row[3])
+
+
+def hourly_spread(
+    conn: duckdb.DuckDBPyConnection, asset: str, short_venue: str, long_venue: str, lo: pd.Timestamp, hi: pd.Timestamp
+) -> pd.Series:
+    """The pair's accrued ``spread_per_hour`` for hours in ``[lo, hi)``, indexed by hour."""
+    frame = conn.execute(
+        "SELECT hour, spread_per_hour FROM spread_panel WHERE asset = ? AND short_venue = ? AND long_venue = ? "
+        "AND hour >= ? AND hour < ? AND spread_per_hour IS NOT NULL ORDER BY hour",
+        [asset, short_venue, long_venue, lo, hi],
+    ).df()
+    return pd.Series(
+        frame["spread_per_hour"].to_numpy(dtype="float64"),
+        index=pd.DatetimeIndex(pd.to_datetime(frame["hour"])).as_unit("ns"),
+        name="spread_per_hour",
+    )
+
+
+def bar_funding(ts: pd.Series | pd.DatetimeIndex, bar_minutes: float, spread: pd.Series) -> FloatArray:
+    """Funding per unit notional of each bar: ∫ spread over ``[previous close, close)``, hours weighted by overlap.
+
+    The hourly spread is a step function; its running integral ``F`` is evaluated at each span's ends.
+    """
+    t = _ns(ts)
+    if len(t) == 0:
+        return np.zeros(0)
+    bar_ns = round(bar_minutes * _MINUTE_NS)
+    close_t = t + bar_ns
+    span_lo = np.concatenate([t[:1], close_t[:-1]])
+    h0 = (span_lo[0] // _HOUR_NS) * _HOUR_NS
+    n_hours = int(-(-(close_t[-1] - h0) // _HOUR_NS))
+    grid = h0 + _HOUR_NS * np.arange(n_hours, dtype="int64")
+    s = np.zeros(n_hours + 1)
+    if len(spread):
+        idx = pd.DatetimeIndex(spread.index).as_unit("ns").asi8
+        pos = (idx - h0) // _HOUR_NS
+        keep = (pos >= 0) & (pos < n_hours) & (idx == grid[np.clip(pos, 0, n_hours - 1)])
+        s[pos[keep]] = spread.to_numpy(dtype="float64")[keep]
+    cum = np.concatenate([[0.0], np.cumsum(s[:-1])])
+
+    def integral(x: npt.NDArray[np.int64]) -> FloatArray:
+        i = (x - h0) // _HOUR_NS
+        frac = ((x - h0) - i * _HOUR_NS) / _HOUR_NS
+        return cum[i] + s[i] * frac
+
+    return integral(close_t) - integral(span_lo)
+
+
+def window_inputs(
+    bars: pd.DataFrame, spread: pd.Series, *, start: pd.Timestamp, end: pd.Timestamp, bar_minutes: float
+) -> pd.DataFrame:
+    """The window's bars with σ_daily (from all of ``bars``, warm-up included) and funding per unit notional.
+
+    Index = bar open ``ts`` for bars with ``start ≤ open`` and ``close ≤ end``; columns open, high, low, close,
+    sigma_daily, funding_rate.
+    """
+    bars = bars.sort_values("ts").reset_index(drop=True)
+    sigma = trailing_sigma_daily(bars["ts"], bars["close"], bar_minutes)
+    bar = pd.Timedelta(minutes=bar_minutes)
+    inside = ((bars["ts"] >= start) & (bars["ts"] + bar <= end)).to_numpy()
+    out = bars.loc[inside, ["ts", "open", "high", "low", "close"]].copy()
+    out["sigma_daily"] = sigma[inside]
+    out["funding_rate"] = bar_funding(out["ts"], bar_minutes, spread)
+    return out.set_index("ts")
+
+
+def simulate_path(
+    inputs: pd.DataFrame,
+    *,
+    k: float,
+    short_venue: str,
+    long_venue: str,
+    capital: float = 10_000.0,
+    config: KeeperConfig | None = None,
+    rebalance_costs: bool = True,
+) -> pd.DataFrame:
+    """The capital path of one K over :func:`window_inputs` (rules in the module docstring).
+
+    Returns the inputs plus leverage, liq_distance, notional (per leg), fees_usd, funding_usd, liquidated,
+    equity (at each bar's close).
+    """
+    cfg = config or KeeperConfig()
+    fs, fl = cfg.fees(short_venue), cfg.fees(long_venue)
+    entry_rate = fs.maker + fl.maker
+    rebalance_rate = (fs.taker + fl.taker) if rebalance_costs else 0.0
+    o = inputs["open"].to_numpy(dtype="float64")
+    up = inputs["high"].to_numpy(dtype="float64") / o - 1.0
+    down = 1.0 - inputs["low"].to_numpy(dtype="float64") / o
+    lev = np.asarray(sigma_distance_leverage(k, inputs["sigma_daily"].to_numpy(dtype="float64"), cfg), "float64")
+    dist = np.asarray(liquidation_distance(lev, cfg.maintenance_margin), dtype="float64")
+    liq_short, liq_long = up >= dist, down >= dist
+    rate = inputs["funding_rate"].to_numpy(dtype="float64")
+
+    n = len(o)
+    equity, notional, fees, funding = np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n)
+    liquidated = np.zeros(n, dtype=bool)
+    e, q = float(capital), 0.0  # equity before the bar; quantity held per leg (0 = flat)
+    for i in range(n):
+        big_n = e / 2.0 * lev[i]
+        fee = entry_rate * big_n if q == 0.0 else rebalance_rate * abs(big_n - q * o[i])
+        e_open = e - fee
+        if liq_short[i] or liq_long[i]:
+            d = dist[i]
+            exits = []
+            if liq_short[i]:  # price rose to open × (1 + d): the long leg closes there
+                exits.append(fl.taker * big_n * (1.0 + d))
+            if liq_long[i]:  # price fell to open × (1 − d): the short leg closes there
+                exits.append(fs.taker * big_n * (1.0 - d))
+            exit_fee = max(exits)
+            e_close = e_open / 2.0 + big_n * d - exit_fee
+            fee += exit_fee
+            liquidated[i] = True
+            q = 0.0
+        else:
+            funding[i] = rate[i] * big_n
+            e_close = e_open + funding[i]
+            q = big_n / o[i]
+        e = max(e_close, 0.0)
+        if e == 0.0:
+            q = 0.0
+        equity[i], notional[i], fees[i] = e, big_n, fee
+
+    out = inputs.copy()
+    out["leverage"] = lev
+    out["liq_distance"] = dist
+    out["notional"] = notional
+    out["fees_usd"] = fees
+    out["funding_usd"] = funding
+    out["liquidated"] = liquidated
+    out["equity"] = equity
+    return out
+
+
+def max_drawdown(equity: npt.ArrayLike, initial: float) -> float:
+    """Largest fall from a running peak, as a positive fraction of that peak (``initial`` is the first peak)."""
+    e = np.concatenate([[initial], np.asarray(equity, dtype="float64")])
+    peak = np.maximum.accumulate(e)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        dd = np.where(peak > 0, 1.0 - e / peak, 0.0)
+    return float(dd.max())
+
+
+def leverage_safety(
+    conn: duckdb.DuckDBPyConnection,
+    *,
+    end: datetime | str | pd.Timestamp | None = None,
+    days: int = 30,
+    ks: Iterable[float] = (3.0, 4.0, 5.0, 6.0),
+    assets: Iterable[str] | None = None,
+    capital: float = 10_000.0,
+    config: KeeperConfig | None = None,
+    rebalance_costs: bool = True,
+) -> list[SafetyRun]:
+    """Sweep K over every asset (default: every asset in ``candles``); one :class:`SafetyRun` per (asset, K)."""
+    cfg = config or KeeperConfig()
+    ks = tuple(float(k) for k in ks)
+    if assets is None:
+        assets = [r[0] for r in conn.execute("SELECT DISTINCT asset FROM candles ORDER BY 1").fetchall()]
+    window = pd.Timedelta(days=days)
+    runs: list[SafetyRun] = []
+    for asset in assets:
+        stop = _naive(end) if end is not None else default_end(conn, asset)
+        if stop is None:
+            log.warning("leverage_safety: %s skipped: no bars", asset)
+            continue
+        start = stop - window
+        series = finest_series(conn, asset, start)
+        if series is None:
+            log.warning("leverage_safety: %s skipped: no bar series live in the 7 days before %s", asset, start)
+            continue
+        bar = pd.Timedelta(minutes=series.bar_minutes)
+        warm = start - SIGMA_WINDOW - bar
+        if series.first_ts > warm:
+            log.warning(
+                "leverage_safety: %s skipped: %s %s bars start %s, need %s (%d days + 7 days of warm-up)",
+                asset, series.venue, series.timeframe, series.first_ts, warm, days,
+            )  # fmt: skip
+            continue
+        pair = select_pair(conn, asset, start)
+        if pair is None:
+            log.warning("leverage_safety: %s skipped: no venue pair observed in the 30 days before %s", asset, start)
+            continue
+        short_venue, long_venue, _, _ = pair
+        bars = load_bars(conn, series, warm, stop)
+        spread = hourly_spread(conn, asset, short_venue, long_venue, start.floor("h") - pd.Timedelta(hours=1), stop)
+        inputs = window_inputs(bars, spread, start=start, end=stop, bar_minutes=series.bar_minutes)
+        if inputs.empty:
+            log.warning("leverage_safety: %s skipped: no bars in [%s, %s)", asset, start, stop)
+            continue
+        covered = int(((spread.index >= start) & (spread.index < stop)).sum())
+        if covered < days * 24:
+            log.info(
+                "leverage_safety: %s %s/%s spread known in %d of %d window hours (the rest earn nothing)",
+                asset, short_venue, long_venue, covered, days * 24,
+            )  # fmt: skip
+        for k in ks:
+            path = simulate_path(
+                inputs,
+                k=k,
+                short_venue=short_venue,
+                long_venue=long_venue,
+                capital=capital,
+                config=cfg,
+                rebalance_costs=rebalance_costs,
+            )
+            n_liq = int(path["liquidated"].sum())
+            runs.append(
+                SafetyRun(
+                    asset=asset,
+                    k=k,
+                    venue=series.venue,
+                    timeframe=series.timeframe,
+                    short_venue=short_venue,
+                    long_venue=long_venue,
+                    start=start,
+                    end=stop,
+                    bars=len(path),
+                    avg_leverage=float(path["leverage"].mean()),
+                    max_leverage=float(path["leverage"].max()),
+                    max_drawdown=max_drawdown(path["equity"], capital),
+                    liquidations=n_liq,
+                    liquidated=n_liq > 0,
+                    final_capital=float(path["equity"].iloc[-1]),
+                    funding_usd=float(path["funding_usd"].sum()),
+                    fees_usd=float(path["fees_usd"].sum()),
+                    equity=path["equity"].rename("equity"),
+                    leverage=path["leverage"].rename("leverage"),
+                    notional=path["notional"].rename("notional"),
+                )
+            )
+    return runs
+
+
+TABLE_COLUMNS = (
+    "asset", "k", "venue", "timeframe", "pair", "bars", "avg_leverage", "max_leverage", "max_drawdown",
+    "liquidations", "liquidated", "final_capital", "funding_usd", "fees_usd",
+)  # fmt: skip
+
+
+def safety_table(runs: list[SafetyRun]) -> pd.DataFrame:
+    """One row per (asset, K); ``pair`` is ``short/long``."""
+    rows = [
+        {
+            "asset": r.asset,
+            "k": r.k,
+            "venue": r.venue,
+            "timeframe": r.timeframe,
+            "pair": f"{r.short_venue}/{r.long_venue}",
+            "bars": r.bars,
+            "avg_leverage": r.avg_leverage,
+            "max_leverage": r.max_leverage,
+            "max_drawdown": r.max_drawdown,
+            "liquidations": r.liquidations,
+            "liquidated": r.liquidated,
+            "final_capital": r.final_capital,
+            "funding_usd": r.funding_usd,
+            "fees_usd": r.fees_usd,
+        }
+        for r in runs
+    ]
+    return pd.DataFrame(rows, columns=list(TABLE_COLUMNS)).sort_values(["asset", "k"]).reset_index(drop=True)

@@ -1,0 +1,163 @@
+"""Backtests as a researcher runs them: strategies side by side against the oracle, fee regimes, plots.
+
+Why a suite module: the CLI (``fundarb backtest``), the Dagster assets and the benchmark must report the same
+numbers for the same inputs, so the steps — walk-forward forecasts, one :func:`run_backtest` per strategy, the
+cost-aware oracle with the same fees, :func:`summarise`, plots — live here once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pandas as pd
+
+from fundarb_core.backtest import plots
+from fundarb_core.backtest.engine import STRATEGIES, BacktestConfig, BacktestRun, Strategy, run_backtest, traded_venues
+from fundarb_core.backtest.forecasts import backtest_forecasts
+from fundarb_core.backtest.oracle import oracle_bound, oracle_inputs, solve
+from fundarb_core.backtest.report import summarise
+from fundarb_core.funding import HOURS_PER_YEAR
+
+FEE_REGIMES: tuple[float | None, ...] = (0.0, 1.44, 4.5, None)
+"""Spec §2's report regimes (0, 1.44 and 4.5 bp per trade) and ``None`` = the venues' real schedules."""
+
+
+def fee_label(fee_bps: float | None) -> str:
+    return "real fees" if fee_bps is None else f"{fee_bps:g} bp"
+
+
+@dataclass
+class OracleResult:
+    """The cost-aware perfect-foresight bound for one fee regime (per asset, and its P&L curve)."""
+
+    table: pd.DataFrame  # oracle_bound's rows
+    slots_net_usd: float  # the dedicated-slots bound (the capture ratio's denominator)
+    all_assets_net_usd: float  # every asset held at full size: the looser bound
+    curve: pd.Series  # cumulative net P&L (USD) of the slots bound over the period
+
+
+@dataclass
+class SuiteResult:
+    """Runs, summaries, oracles (one per fee regime used) and plot files."""
+
+    runs: list[BacktestRun]
+    summaries: list[dict[str, Any]]
+    oracles: dict[str, OracleResult]
+    plots: dict[str, Path] = field(default_factory=dict)
+    forecasts_rows: int = 0
+
+
+def _venues(conn: duckdb.DuckDBPyConnection, cfg: BacktestConfig) -> tuple[str, ...]:
+    return cfg.venues or traded_venues(conn, cfg.start, cfg.end)
+
+
+def oracle_for(conn: duckdb.DuckDBPyConnection, cfg: BacktestConfig) -> OracleResult:
+    """The oracle with ``cfg``'s fees, half spread, size cap (the keeper's ``max_position_size_usd``) and
+    ``max_positions`` slots, over ``cfg``'s period, venues and assets."""
+    venues = _venues(conn, cfg)
+    kcfg = cfg.keeper_config(venues)
+    kw: dict[str, Any] = {"size_usd": kcfg.max_position_size_usd, "half_spread_bps": cfg.half_spread_bps,
+                          "assets": list(cfg.assets) if cfg.assets else None, "venues": list(venues)}
+    table = oracle_bound(conn, cfg.start, cfg.end, kcfg, slots=kcfg.max_positions, **kw)
+    inputs = oracle_inputs(conn, cfg.start, cfg.end, kcfg, **kw)
+    in_slots = set(table.loc[table["in_slots"], "asset"].astype(str)) if len(table) else set()
+    curve = pd.Series(0.0, index=cfg.hours.append(pd.DatetimeIndex([cfg.end])))
+    for asset in sorted(in_slots):
+        frame = solve(inputs[asset]).frame(inputs[asset])
+        cum = pd.Series(frame["cum_value"].to_numpy() * kcfg.max_position_size_usd,
+                        index=pd.DatetimeIndex(frame["hour"]) + pd.Timedelta(hours=1))  # earned by h + 1
+        curve = curve.add(cum.reindex(curve.index).ffill().fillna(0.0), fill_value=0.0)
+    slots = float(table.loc[table["in_slots"], "net_usd"].sum()) if len(table) else 0.0
+    return OracleResult(table=table, slots_net_usd=slots,
+                        all_assets_net_usd=float(table["net_usd"].clip(lower=0).sum()) if len(table) else 0.0,
+                        curve=curve)
+
+
+def best_spreads(conn: duckdb.DuckDBPyConnection, cfg: BacktestConfig) -> pd.DataFrame:
+    """Per asset and hour, the best observed ordered-pair spread (APR) a keeper saw: the heat map's input."""
+    params: dict[str, object] = {"a": cfg.start.to_pydatetime(), "b": cfg.end.to_pydatetime()}
+    where = ""
+    if cfg.assets:
+        where = " AND asset IN (SELECT unnest($assets))"
+        params["assets"] = list(cfg.assets)
+    return conn.execute(
+        "SELECT hour, asset, max(observed_spread_per_hour) * 8760 AS spread_apr FROM spread_panel "
+        f"WHERE hour >= $a AND hour < $b AND observed_spread_per_hour IS NOT NULL{where} GROUP BY ALL ORDER BY ALL",
+        params).df()
+
+
+def run_suite(
+    conn: duckdb.DuckDBPyConnection, base: BacktestConfig, strategies: Sequence[Strategy] = STRATEGIES,
+    fee_regimes: Sequence[float | None] | None = None, out_dir: Path | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> SuiteResult:
+    """Every strategy at ``base``'s fees (or ``base.strategy`` at every fee regime), each next to the oracle.
+
+    Forecasts for ``keeper_forecast`` are walk-forward over the period, computed once.  With ``out_dir`` the
+    plots are written there: equity vs oracle, drawdown, best-spread heat map and the first run's positions.
+    """
+    say = progress or (lambda _m: None)
+    configs: list[BacktestConfig] = []
+    if fee_regimes is not None:
+        configs = [replace(base, fee_bps=f) for f in fee_regimes]
+    else:
+        configs = [replace(base, strategy=s) for s in strategies]
+    forecasts = None
+    if any(c.strategy == "keeper_forecast" for c in configs):
+        say(f"walk-forward {base.forecast_model} forecasts {base.start} → {base.end}")
+        forecasts = backtest_forecasts(conn, base)
+    oracles: dict[str, OracleResult] = {}
+    runs, summaries = [], []
+    for cfg in configs:
+        key = fee_label(cfg.fee_bps)
+        if key not in oracles:
+            say(f"oracle ({key})")
+            oracles[key] = oracle_for(conn, cfg)
+        say(f"backtest {cfg.label()}")
+        run = run_backtest(conn, cfg, forecasts=forecasts)
+        o = oracles[key]
+        s = summarise(run.view(), o.slots_net_usd, o.all_assets_net_usd)
+        s["seconds"] = run.seconds
+        s["strategy"], s["fee_bps"] = cfg.strategy, cfg.fee_bps
+        runs.append(run)
+        summaries.append(s)
+    result = SuiteResult(runs=runs, summaries=summaries, oracles=oracles,
+                         forecasts_rows=0 if forecasts is None else len(forecasts))
+    if out_dir is not None:
+        result.plots = write_plots(conn, result, base, Path(out_dir))
+    return result
+
+
+def write_plots(conn: duckdb.DuckDBPyConnection, result: SuiteResult, base: BacktestConfig,
+                out: Path) -> dict[str, Path]:
+    """The report's PNGs (module doc of :mod:`fundarb_core.backtest.plots`)."""
+    out.mkdir(parents=True, exist_ok=True)
+    pnl = {s["label"]: r.equity - r.capital_usd for r, s in zip(result.runs, result.summaries, strict=True)}
+    first = next(iter(result.oracles.values()), None)
+    capital = result.runs[0].capital_usd if result.runs else 0.0
+    files = {
+        "equity_vs_oracle": plots.equity_vs_oracle(pnl, first.curve if first else None, out / "equity_vs_oracle.png"),
+        "drawdown": plots.drawdown(pnl, capital, out / "drawdown.png") if capital > 0 else None,
+        "spread_heatmap": plots.spread_heatmap(best_spreads(conn, base), out / "spread_heatmap.png"),
+    }
+    if result.runs:
+        files["positions"] = plots.positions_over_time(result.runs[0].positions, base.start, base.end,
+                                                       out / "positions.png",
+                                                       title=f"Positions — {result.summaries[0]['label']}")
+    return {k: v for k, v in files.items() if v is not None}
+
+
+def headline(summaries: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """Numeric headline per run (for JSON, MLflow and tests; :func:`report.comparison_table` formats it)."""
+    keys = ("net_apr", "net_pnl", "gross_funding", "fees", "slippage", "sharpe", "sortino", "max_drawdown",
+            "turnover", "funding_win_rate", "oracle_apr", "capture_ratio", "positions_opened", "seconds")
+    return pd.DataFrame([{"run": s["label"], **{k: s.get(k) for k in keys}} for s in summaries])
+
+
+def apr(usd: float, capital: float, hours: float) -> float:
+    """USD over ``hours`` as an annual rate on ``capital``."""
+    return usd / capital * HOURS_PER_YEAR / hours if capital and hours else float("nan")
