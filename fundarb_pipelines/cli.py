@@ -11,7 +11,8 @@ import json
 import os
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
@@ -90,8 +91,6 @@ def forecast_eval(args: argparse.Namespace) -> dict[str, object]:
     """Walk-forward leaderboard on any canonical-layout directory, outside Dagster: ingest it into a
     temporary DuckDB file, build the SQL models, evaluate each model from --start to --end (each fit
     only on what precedes its origin)."""
-    import tempfile
-    from datetime import UTC, datetime
 
     import pandas as pd
 
@@ -99,18 +98,11 @@ def forecast_eval(args: argparse.Namespace) -> dict[str, object]:
     from fundarb_core.forecast.metrics import leaderboard
     from fundarb_core.forecast.registry import ForecastSettings
     from fundarb_core.forecast.targets import build_panel
-    from fundarb_core.ingest import ingest_table
-    from fundarb_pipelines.sql_models import build_all
 
     settings = ForecastSettings(train_window_hours=args.train_window_hours, expanding=args.expanding,
                                 refit_every=args.refit_every)
-    source = ReplaySource(args.data)
-    everything = (datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC))
     scores, timings = [], {}
-    with tempfile.TemporaryDirectory() as tmp, duckdb_lib.connect(f"{tmp}/eval.duckdb") as conn:
-        for table in RAW_TABLES:
-            ingest_table(conn, source, table, *everything)
-        build_all(conn)
+    with scratch_database(args.data) as (conn, data_dir):
         for target in args.targets:
             panel = build_panel(conn, target, end=pd.Timestamp(args.end) + pd.Timedelta(days=2))
             for model in args.models:
@@ -120,8 +112,76 @@ def forecast_eval(args: argparse.Namespace) -> dict[str, object]:
                 timings[f"{model}/{target}"] = round(ev.seconds, 1)
                 print(f"  {model}/{target}: {ev.seconds:.1f} s", file=sys.stderr, flush=True)
     board = leaderboard(pd.concat(scores, ignore_index=True))
-    return {"data": str(source.data_dir), "start": args.start, "end": args.end, "settings": settings.params(),
+    return {"data": str(data_dir), "start": args.start, "end": args.end, "settings": settings.params(),
             "seconds": timings, "leaderboard": board.to_dict(orient="records")}
+
+
+@contextmanager
+def scratch_database(data_dir: str | None) -> Iterator[tuple[duckdb_lib.DuckDBPyConnection, Path]]:
+    """A temporary DuckDB file holding a canonical-layout directory ingested and every SQL model built — the
+    user's database is never touched by research commands."""
+    import tempfile
+    from datetime import UTC, datetime
+
+    from fundarb_core.ingest import ingest_table
+    from fundarb_core.sql_models import build_all
+
+    source = ReplaySource(data_dir)
+    everything = (datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC))
+    with tempfile.TemporaryDirectory() as tmp, duckdb_lib.connect(f"{tmp}/scratch.duckdb") as conn:
+        for table in RAW_TABLES:
+            ingest_table(conn, source, table, *everything)
+        build_all(conn)
+        yield conn, source.data_dir
+
+
+def parse_fees(text: str) -> float | None:
+    """``real`` (the venues' schedules) or a flat fee per trade in bp."""
+    if text.strip().lower() in ("real", "venue", "schedule"):
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--fees must be 'real' or a number of bp, got {text!r}") from None
+
+
+def backtest(args: argparse.Namespace) -> dict[str, object]:
+    """``fundarb backtest``: strategies (or fee regimes) over --start → --end on a data directory, next to the
+    cost-aware oracle; plots and report under --out, a run in MLflow unless --no-mlflow."""
+    import pandas as pd
+
+    from fundarb_core.backtest.engine import BacktestConfig
+    from fundarb_core.backtest.report import markdown
+    from fundarb_core.backtest.suite import FEE_REGIMES, run_suite
+    from fundarb_core.backtest.tracking import log_report
+    from fundarb_core.forecast.registry import ForecastSettings
+
+    strategies = ("keeper", "keeper_forecast", "naive") if "all" in args.strategy else tuple(args.strategy)
+    base = BacktestConfig(start=pd.Timestamp(args.start), end=pd.Timestamp(args.end), strategy=strategies[0],
+                          fee_bps=args.fees, capital_per_venue_usd=args.capital,
+                          assets=tuple(args.assets) if args.assets else None,
+                          venues=tuple(args.venues) if args.venues else None,
+                          forecast=ForecastSettings(gbm_trees=args.gbm_trees))
+    def say(message: str) -> None:
+        print(f"  {message}", file=sys.stderr, flush=True)
+
+    with scratch_database(args.data) as (conn, data_dir):
+        res = run_suite(conn, base, strategies=strategies, fee_regimes=FEE_REGIMES if args.fee_regimes else None,
+                        out_dir=Path(args.out) if args.out else None, progress=say)
+    report = "\n\n".join(markdown(s) for s in res.summaries)
+    if args.out:
+        (Path(args.out) / "report.md").write_text(report)
+    params = {"data": str(data_dir), "start": str(base.start), "end": str(base.end),
+              "fees": "fee regimes" if args.fee_regimes else ("real" if args.fees is None else args.fees),
+              "strategies": list(strategies), "capital_per_venue_usd": args.capital}
+    run_id = None
+    if not args.no_mlflow:
+        run_id = log_report("fee_regimes" if args.fee_regimes else "strategy_backtest", params=params,
+                            summaries=res.summaries, plots=res.plots, markdown=report)
+    oracles = {k: {"slots_net_usd": o.slots_net_usd, "all_assets_net_usd": o.all_assets_net_usd,
+                   "per_asset": o.table.to_dict(orient="records")} for k, o in res.oracles.items()}
+    return {"config": params, "runs": res.summaries, "oracle": oracles, "mlflow_run_id": run_id,
+            "plots": {k: str(v) for k, v in res.plots.items()}}
 
 
 def keeper_once(instance: dg.DagsterInstance, args: argparse.Namespace) -> dg.ExecuteInProcessResult:
@@ -278,6 +338,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     fe.add_argument("--expanding", action="store_true", help="expanding instead of rolling training window")
     fe.add_argument("--refit-every", type=int, default=24)
     fe.add_argument("--json", action="store_true", help="print the leaderboard as one JSON document")
+    bt = sub.add_parser("backtest", help="strategy backtest through the keeper's cycle, next to the oracle")
+    bt.add_argument("--data", default=None, help="canonical-layout directory (default: the bundled data)")
+    bt.add_argument("--start", required=True, help="first hour (UTC), e.g. 2026-02-01")
+    bt.add_argument("--end", required=True, help="end of the period (exclusive, UTC)")
+    bt.add_argument("--fees", type=parse_fees, default=None,
+                    help="'real' (the venues' schedules, default) or a flat fee per trade in bp, e.g. 1.44")
+    bt.add_argument("--fee-regimes", action="store_true", help="the first strategy at 0, 1.44, 4.5 bp and real fees")
+    bt.add_argument("--strategy", nargs="+", default=["all"],
+                    choices=["all", "keeper", "keeper_forecast", "naive"])
+    bt.add_argument("--assets", nargs="+", default=None)
+    bt.add_argument("--venues", nargs="+", default=None)
+    bt.add_argument("--capital", type=float, default=10_000.0, help="starting balance per venue (USD)")
+    bt.add_argument("--gbm-trees", type=int, default=200, help="LightGBM trees of the walk-forward forecasts")
+    bt.add_argument("--out", default=None, help="directory for the plots and report.md")
+    bt.add_argument("--no-mlflow", action="store_true", help="do not log the report to MLflow")
+    bt.add_argument("--json", action="store_true", help="print the report as one JSON document")
     kp = sub.add_parser("keeper", help="run the keeper")
     kp.add_argument("--once", action="store_true", required=True, help="one cycle, then exit")
     kp.add_argument("--mode", default="paper", choices=["paper", "live"], help="live also needs FUNDARB_LIVE=1")
@@ -299,6 +375,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             opts = ("display.width", 200, "display.max_rows", 500, "display.float_format", "{:.4g}".format)
             with pd.option_context(*opts):
                 print(pd.DataFrame(result["leaderboard"]).to_string(index=False))
+        return 0
+    if args.command == "backtest":
+        result = backtest(args)
+        if args.json:
+            print(json.dumps(result, default=str))
+        else:
+            from fundarb_core.backtest.report import comparison_table
+
+            print(comparison_table(result["runs"]).to_string(index=False))  # type: ignore[arg-type]
+            for key, o in result["oracle"].items():  # type: ignore[union-attr]
+                print(f"  oracle ({key}): {o['slots_net_usd']:,.2f} USD for the keeper's slots, "
+                      f"{o['all_assets_net_usd']:,.2f} USD over every asset")
         return 0
     home = ensure_dagster_home()
     from fundarb_pipelines.resources import default_duckdb_path

@@ -7,6 +7,7 @@ resources, so adding a layer means adding a module and one line here.
 
 import dagster as dg
 
+from fundarb_pipelines.assets.backtest import backtest_assets, backtest_job
 from fundarb_pipelines.assets.forecast import ForecastConfig, MlflowTracking, forecast_assets
 from fundarb_pipelines.assets.keeper import keeper_assets, keeper_job
 from fundarb_pipelines.assets.raw import raw_assets
@@ -35,9 +36,9 @@ def build_resources() -> dict[str, dg.ConfigurableResource]:
 @dg.definitions
 def defs() -> dg.Definitions:
     return dg.Definitions(
-        assets=[*raw_assets, *sql_assets, *forecast_assets, *keeper_assets],
+        assets=[*raw_assets, *sql_assets, *forecast_assets, *keeper_assets, *backtest_assets],
         asset_checks=[*raw_checks, *sql_checks],
-        jobs=[ingest_job, retrain_job, keeper_job],
+        jobs=[ingest_job, retrain_job, keeper_job, backtest_job],
         sensors=[fresh_inputs_keeper_sensor],
         schedules=[hourly_ingest_schedule, daily_retrain_schedule],
         resources=build_resources(),
