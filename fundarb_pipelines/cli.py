@@ -203,6 +203,31 @@ def keeper_once(instance: dg.DagsterInstance, args: argparse.Namespace) -> dg.Ex
     )
 
 
+def build_backtests(instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
+    """The backtest reports on their default period and the keeper's ledger report."""
+    from fundarb_pipelines.assets.backtest import backtest_assets
+    from fundarb_pipelines.definitions import build_resources
+
+    return dg.materialize(
+        backtest_assets,
+        instance=instance,
+        resources=build_resources(),
+        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+        tags={"fundarb/command": "run"},
+    )
+
+
+def _backtest_lines(res: dg.ExecuteInProcessResult) -> list[str]:
+    meta = res.asset_materializations_for_node("strategy_backtest")[0].metadata
+    lines = [f"backtest {meta['period'].value} (out-of-sample, real fees, vs the cost-aware oracle):"]
+    lines += ["  " + line for line in meta["comparison"].value.splitlines()]
+    safety = res.output_for_node("leverage_safety")
+    if len(safety):
+        lines.append(f"leverage safety (K 3–6, {len(safety)} runs): {int(safety['liquidated'].sum())} liquidated, "
+                     f"average leverage {safety['avg_leverage'].min():.2f}–{safety['avg_leverage'].max():.2f}")
+    return lines
+
+
 def _keeper_line(res: dg.ExecuteInProcessResult) -> str:
     meta = res.asset_materializations_for_node("keeper_cycle")[0].metadata
     return (f"keeper cycle at {meta['as_of'].value} ({meta['mode'].value}): {meta['action'].value} — "
@@ -407,6 +432,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     checks: list[dict[str, object]] = []
     keeper_line = ""
+    backtest_lines: list[str] = []
     if args.command in ("ingest", "run"):
         with dg.DagsterInstance.get() as instance:
             _run_ok(ingest(instance), "ingestion", checks)
@@ -416,11 +442,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 keeper = keeper_once(instance, argparse.Namespace(mode="paper", dry_run=False, as_of=None))
                 _run_ok(keeper, "keeper cycle", checks)
                 keeper_line = _keeper_line(keeper)
+                backtests = build_backtests(instance)
+                _run_ok(backtests, "backtests", checks)
+                backtest_lines = _backtest_lines(backtests)
     s = summary(default_duckdb_path())
     if checks:
         s["checks"] = checks
     if keeper_line:
         s["keeper"] = keeper_line
+    if backtest_lines:
+        s["backtest"] = backtest_lines
     if args.json:
         print(json.dumps(s, default=str))
     else:
@@ -429,6 +460,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print_checks(checks)
         if keeper_line:
             print(f"  {keeper_line}")
+        for line in backtest_lines:
+            print(f"  {line}")
     return 0
 
 

@@ -106,3 +106,36 @@ def test_cli_backtests_any_data_directory_as_one_json_document(tmp_path: Path,
     assert (tmp_path / "out" / "report.md").read_text().startswith("**keeper, 1.44 bp**")
     # the fee regime reached the paper exchange: every fill paid exactly 1.44 bp of its notional
     assert doc["runs"][0]["fees"] == pytest.approx(doc["runs"][0]["traded_usd"] * 1.44e-4)
+
+
+def test_keeper_ledger_report_is_the_backtest_report_of_what_was_realised(bt_db: Path, tmp_path: Path) -> None:
+    """Paper keeper cycles through Dagster, hour by hour, then the ledger report: the same figures a backtest
+    reports, every dollar explained, and per position expected vs realised funding."""
+    import shutil
+
+    import duckdb
+
+    from fundarb_core.backtest.report import contributions, ledger_view
+    from fundarb_pipelines.assets.backtest import keeper_ledger_report
+    from fundarb_pipelines.assets.keeper import keeper_assets
+
+    db = tmp_path / "keeper.duckdb"
+    shutil.copy(bt_db, db)
+    resources = {"duckdb": FundarbDuckDB(database=str(db))}
+    for hour in pd.date_range("2026-01-14 00:00", "2026-01-14 10:00", freq="h"):
+        res = dg.materialize(keeper_assets, resources=resources,
+                             run_config={"ops": {"keeper_cycle": {"config": {"as_of": str(hour)}}}})
+        assert res.success
+    res = dg.materialize([keeper_ledger_report], resources=resources)
+    meta = res.asset_materializations_for_node("keeper_ledger_report")[0].metadata
+    summary = res.output_for_node("keeper_ledger_report")
+    with duckdb.connect(str(db), read_only=True) as conn:
+        positions = conn.execute("SELECT count(*) FROM ledger_positions").fetchall()[0][0]
+        equity = conn.execute("SELECT equity_usd FROM performance_snapshots ORDER BY ts").fetchall()
+        capital = conn.execute("SELECT sum(initial_usd) FROM ledger_accounts").fetchall()[0][0]
+    with duckdb.connect(str(db)) as conn:
+        view = ledger_view(conn)
+    assert view is not None and positions >= 1 and meta["positions"].value == positions
+    assert summary["net_pnl"] == pytest.approx(equity[-1][0] - capital)
+    assert contributions(view)["net_usd"].sum() == pytest.approx(summary["net_pnl"], abs=1e-6)
+    assert "expected_funding_usd" in meta["estimated_vs_realised"].value

@@ -39,4 +39,7 @@ def test_fundarb_run_fills_every_raw_table_and_accounts_for_rejects(tmp_path: Pa
     assert summary["rejected_by_table"] == {"funding_rates": 1}
     assert summary["rejects"][0]["field"] == "rate"
     assert summary["keeper"].startswith("keeper cycle at") and "(paper)" in summary["keeper"]
+    # the backtest reports ran on their default period and the summary shows the comparison with the oracle
+    assert summary["backtest"][0].startswith("backtest ") and "capture_ratio" in summary["backtest"][1]
+    assert any("naive 24h, real fees" in line for line in summary["backtest"])
     assert (tmp_path / "home" / "dagster.yaml").read_text().count("default_limit: 1") == 1

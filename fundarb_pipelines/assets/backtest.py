@@ -24,13 +24,13 @@ from fundarb_core.backtest.engine import BacktestConfig, market_replica
 from fundarb_core.backtest.leverage_safety import leverage_safety as run_leverage_safety
 from fundarb_core.backtest.leverage_safety import safety_table
 from fundarb_core.backtest.plots import leverage_sweep
-from fundarb_core.backtest.report import comparison_table, markdown
+from fundarb_core.backtest.report import comparison_table, estimated_vs_realised, ledger_view, markdown, summarise
 from fundarb_core.backtest.suite import FEE_REGIMES, fee_label, oracle_for, run_suite
 from fundarb_core.backtest.tracking import log_report
 from fundarb_core.forecast.registry import ForecastSettings
 from fundarb_pipelines.assets.forecast import MlflowTracking
 from fundarb_pipelines.metadata import markdown_table
-from fundarb_pipelines.resources import FundarbDuckDB
+from fundarb_pipelines.resources import DUCKDB_POOL, FundarbDuckDB
 
 BACKTEST_GROUP = "backtest"
 RAW_DEPS = ["funding_rates", "open_interest", "orderbook_depth", "candles"]
@@ -203,6 +203,29 @@ def leverage_safety(context: dg.AssetExecutionContext, config: LeverageSafetyCon
                                       "mlflow_run_id": run_id})
 
 
-backtest_assets = [strategy_backtest, oracle_bound, fee_regimes, leverage_safety]
-backtest_job = dg.define_asset_job("backtest_job", selection=dg.AssetSelection.groups(BACKTEST_GROUP),
+@dg.asset(group_name="keeper", deps=["keeper_cycle"], pool=DUCKDB_POOL, kinds={"duckdb"},
+          description="The backtest report for the keeper's realised ledger (paper or live): the same figures as "
+          "a backtest, from what was actually filled and paid, and per position the funding and costs the plan "
+          "expected against what was realised.")
+def keeper_ledger_report(duckdb: FundarbDuckDB) -> dg.Output[dict[str, object]]:
+    with duckdb.get_connection() as conn:
+        view = ledger_view(conn)
+        perf = conn.execute("SELECT avg(estimated_apy), avg(realised_apy_7d) FROM performance_snapshots "
+                            "WHERE estimated_apy IS NOT NULL").fetchall() if view is not None else []
+    if view is None:
+        return dg.Output({}, metadata={"note": "the keeper has not run on this database yet"})
+    summary = summarise(view)
+    evr = estimated_vs_realised(view)
+    est, real = (perf[0] if perf else (None, None))
+    return dg.Output(summary, metadata={
+        "report": dg.MetadataValue.md(markdown(summary)),
+        "estimated_vs_realised": dg.MetadataValue.md(markdown_table(evr)),
+        "mean_estimated_apy": float(est) if est is not None else float("nan"),
+        "mean_realised_apy_7d": float(real) if real is not None else float("nan"),
+        "positions": len(view.positions), "net_pnl_usd": float(summary["net_pnl"])})
+
+
+backtest_assets = [strategy_backtest, oracle_bound, fee_regimes, leverage_safety, keeper_ledger_report]
+backtest_job = dg.define_asset_job("backtest_job", selection=dg.AssetSelection.groups(BACKTEST_GROUP)
+                                   | dg.AssetSelection.assets(keeper_ledger_report),
                                    description="Every backtest report on the default period (run config to change it).")
