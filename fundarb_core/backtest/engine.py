@@ -84,6 +84,7 @@ class BacktestConfig:
     forecast: ForecastSettings = field(default_factory=ForecastSettings)
     warmup_hours: int = 24 * 40  # σ baseline (720 h of 168 h σ) and the 168 h pair statistics need ~5 weeks
     half_spread_bps: float = 1.0
+    record_decisions: bool = False  # the per-candidate audit rows of every hour (slow; the report does not use them)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "start", _ts(self.start).floor("h"))
@@ -208,7 +209,8 @@ def run_backtest(
     actions: list[dict[str, object]] = []
     for i, t in enumerate(hours):
         rep = run_cycle(mem, exchange, kcfg, t.to_pydatetime(), forecasts=by_hour.get(t), risk=risk, venues=venues,
-                        assets=config.assets, ledger=ledger, snapshot_fn=snapshot, chooser=chooser)
+                        assets=config.assets, ledger=ledger, snapshot_fn=snapshot, chooser=chooser,
+                        record_decisions=config.record_decisions)
         equity.append(float(rep.metrics["equity_usd"]))
         if rep.action != "none" or rep.events:
             actions.append({"hour": t, "action": rep.action, "reason": rep.reason, "position_id": rep.position_id,

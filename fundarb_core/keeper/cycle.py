@@ -175,13 +175,15 @@ def run_cycle(
     now: datetime | pd.Timestamp | str | None = None, forecasts: pd.DataFrame | None = None, *,
     risk: RiskConfig | None = None, dry_run: bool = False, venues: Sequence[str] | None = None,
     assets: Sequence[str] | None = None, ledger: Ledger | None = None, plan: bool = True,
-    snapshot_fn: SnapshotFn | None = None, chooser: Chooser | None = None,
+    snapshot_fn: SnapshotFn | None = None, chooser: Chooser | None = None, record_decisions: bool = True,
 ) -> CycleReport:
     """One cycle at ``now`` (paper mode; module doc).  ``venues`` / ``assets`` restrict the market considered;
     ``plan=False`` runs only the risk half (reconcile, single legs, health, performance) — a keeper woken by a
     fill or a settlement rather than by its 5-minute timer, and the fast path of long simulations.
     ``snapshot_fn`` and ``chooser`` replace where the market view comes from and which action is taken (the
-    backtest's hooks); everything else — risk limits, execution, ledger — is this function's own."""
+    backtest's hooks); everything else — risk limits, execution, ledger — is this function's own.
+    ``record_decisions=False`` skips the per-candidate audit rows (``cycle_decisions``), which nothing in the
+    cycle reads back: a year-long backtest would write millions of them."""
     cfg = config or KeeperConfig()
     rk = risk or RiskConfig()
     t = _naive(now if now is not None else pd.Timestamp.now(tz="UTC"))
@@ -259,17 +261,20 @@ def run_cycle(
         taken = (str(action.plan["asset"]), str(action.plan["short_venue"]), str(action.plan["long_venue"]))
     report.action = action.kind if taken else "none"
     report.reason = action.reason if not report.paused else "paused: " + ", ".join(report.paused)
-    decisions = _decision_frame(t, res, taken, blocked, report.reason)
-    if action.kind == "switch" and action.close is not None:
-        extra = pd.DataFrame([{"cycle_ts": t, "seq": len(decisions), "stage": "switch_close",
-                               "asset": action.close.asset, "short_venue": action.close.short_venue,
-                               "long_venue": action.close.long_venue, "valid": True, "taken": taken is not None,
-                               "reason": action.reason, "details": json.dumps(
-                                   {"compared_hours": action.compared_hours,
-                                    "threshold_hours": action.threshold_hours}, default=str)}])
-        decisions = pd.concat([decisions, extra], ignore_index=True) if len(decisions) else extra
-    led.record_decisions(decisions)
-    report.decisions = len(decisions)
+    if record_decisions:
+        decisions = _decision_frame(t, res, taken, blocked, report.reason)
+        if action.kind == "switch" and action.close is not None:
+            extra = pd.DataFrame([{"cycle_ts": t, "seq": len(decisions), "stage": "switch_close",
+                                   "asset": action.close.asset, "short_venue": action.close.short_venue,
+                                   "long_venue": action.close.long_venue, "valid": True, "taken": taken is not None,
+                                   "reason": action.reason, "details": json.dumps(
+                                       {"compared_hours": action.compared_hours,
+                                        "threshold_hours": action.threshold_hours}, default=str)}])
+            decisions = pd.concat([decisions, extra], ignore_index=True) if len(decisions) else extra
+        led.record_decisions(decisions)
+        report.decisions = len(decisions)
+    else:
+        report.decisions = len(res.plans)
     crashpoint("after_decisions")
 
     # 7. at most one entry or switch
