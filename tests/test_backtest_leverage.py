@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from fundarb_core.backtest.leverage_safety import (
+    DEFAULT_REBALANCE_BAND,
     SafetyRun,
     finest_series,
     hourly_spread,
@@ -22,7 +23,7 @@ from fundarb_core.backtest.leverage_safety import (
     window_inputs,
 )
 from fundarb_core.keeper.config import KeeperConfig
-from fundarb_core.keeper.leverage import sigma_distance_leverage
+from fundarb_core.keeper.leverage import liquidation_distance, sigma_distance_leverage
 from fundarb_core.schema import LAYOUT_FILES
 from fundarb_core.sources.replay import BUNDLED_DATA_DIR
 from fundarb_core.symbols import normalize_symbol
@@ -61,7 +62,12 @@ def db(tmp_path_factory: pytest.TempPathFactory, tables: dict[str, pd.DataFrame]
 
 @pytest.fixture(scope="module")
 def runs(db: duckdb.DuckDBPyConnection) -> list[SafetyRun]:
-    return leverage_safety(db, ks=KS)
+    return leverage_safety(db, ks=KS)  # the default rebalance band (0.10)
+
+
+@pytest.fixture(scope="module")
+def runs0(db: duckdb.DuckDBPyConnection) -> list[SafetyRun]:
+    return leverage_safety(db, ks=KS, rebalance_band=0.0)  # re-levered to the target at every bar
 
 
 def _run(runs: list[SafetyRun], asset: str, k: float) -> SafetyRun:
@@ -85,6 +91,51 @@ def _closes(db: duckdb.DuckDBPyConnection, asset: str) -> pd.Series:
         "SELECT ts, close FROM candles WHERE venue = 'binance' AND asset = ? AND timeframe = '1h' ORDER BY ts", [asset]
     ).df()
     return pd.Series(frame["close"].to_numpy(), index=pd.DatetimeIndex(frame["ts"]))
+
+
+def _every_bar_path(
+    inputs: pd.DataFrame, *, k: float, short_venue: str, long_venue: str, config: KeeperConfig, capital: float = C0
+) -> pd.DataFrame:
+    """The rule before the rebalance band, kept verbatim as the reference: re-lever to the target at every bar."""
+    fs, fl = config.fees(short_venue), config.fees(long_venue)
+    entry_rate, rebalance_rate = fs.maker + fl.maker, fs.taker + fl.taker
+    o = inputs["open"].to_numpy(dtype="float64")
+    up = inputs["high"].to_numpy(dtype="float64") / o - 1.0
+    down = 1.0 - inputs["low"].to_numpy(dtype="float64") / o
+    lev = np.asarray(sigma_distance_leverage(k, inputs["sigma_daily"].to_numpy(dtype="float64"), config), "float64")
+    dist = np.asarray(liquidation_distance(lev, config.maintenance_margin), dtype="float64")
+    liq_short, liq_long = up >= dist, down >= dist
+    rate = inputs["funding_rate"].to_numpy(dtype="float64")
+    n = len(o)
+    equity, notional, fees, funding = np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n)
+    liquidated = np.zeros(n, dtype=bool)
+    e, q = float(capital), 0.0
+    for i in range(n):
+        big_n = e / 2.0 * lev[i]
+        fee = entry_rate * big_n if q == 0.0 else rebalance_rate * abs(big_n - q * o[i])
+        e_open = e - fee
+        if liq_short[i] or liq_long[i]:
+            d = dist[i]
+            exits = []
+            if liq_short[i]:
+                exits.append(fl.taker * big_n * (1.0 + d))
+            if liq_long[i]:
+                exits.append(fs.taker * big_n * (1.0 - d))
+            exit_fee = max(exits)
+            e_close = e_open / 2.0 + big_n * d - exit_fee
+            fee += exit_fee
+            liquidated[i] = True
+            q = 0.0
+        else:
+            funding[i] = rate[i] * big_n
+            e_close = e_open + funding[i]
+            q = big_n / o[i]
+        e = max(e_close, 0.0)
+        if e == 0.0:
+            q = 0.0
+        equity[i], notional[i], fees[i] = e, big_n, fee
+    cols = {"leverage": lev, "liq_distance": dist, "notional": notional, "fees_usd": fees, "funding_usd": funding}
+    return pd.DataFrame({**cols, "liquidated": liquidated, "equity": equity}, index=inputs.index)
 
 
 def test_sweep_and_leverage_by_hand(db: duckdb.DuckDBPyConnection, runs: list[SafetyRun]) -> None:
@@ -114,16 +165,18 @@ def test_sweep_and_leverage_by_hand(db: duckdb.DuckDBPyConnection, runs: list[Sa
                 sigma = np.std(np.diff(np.log(window.to_numpy())), ddof=1) * np.sqrt(24.0)
                 assert vol[t] == pytest.approx(sigma, rel=1e-9)  # the SQL volatility model agrees
                 want = float(sigma_distance_leverage(k, sigma, KeeperConfig()))
-                assert run.leverage[t] == pytest.approx(want, rel=1e-9)
-        inner = _run(runs, asset, 6.0).leverage
+                assert run.target_leverage[t] == pytest.approx(want, rel=1e-9)
+        inner = _run(runs, asset, 6.0).target_leverage
         assert ((inner > 1.0) & (inner < 10.0)).mean() > 0.5  # not just the clip bounds
 
 
-def test_liquidation_rule(db: duckdb.DuckDBPyConnection, runs: list[SafetyRun]) -> None:
-    run = _run(runs, "BTC", 4.0)
+def test_liquidation_rule(db: duckdb.DuckDBPyConnection, runs0: list[SafetyRun]) -> None:
+    """The liquidation mechanics, on the every-bar re-levered path (band 0: held leverage = target)."""
+    run = _run(runs0, "BTC", 4.0)
     inputs = _inputs(db, run)
     cfg = KeeperConfig()
     args = {"k": 4.0, "short_venue": run.short_venue, "long_venue": run.long_venue, "capital": C0, "config": cfg}
+    args = {**args, "rebalance_band": 0.0}
     base = simulate_path(inputs, **args)
     pd.testing.assert_series_equal(base["equity"], run.equity, check_names=False)  # the same path as the sweep
     assert not base["liquidated"].any()
@@ -229,10 +282,11 @@ def test_no_look_ahead(tmp_path: Path, db: duckdb.DuckDBPyConnection, tables: di
     assert (other.short_venue, other.long_venue, other.start) == (run.short_venue, run.long_venue, run.start)
     before = run.equity.index < cut
     pd.testing.assert_series_equal(other.equity[other.equity.index < cut], run.equity[before])
-    # L at a bar uses only closes before it: the first changed bar's L is unchanged too (if that bar survived)
-    kept = other.leverage.index[other.leverage.index <= cut]
+    # L at a bar uses only closes before it: the first changed bar's target L is unchanged too (if it survived)
+    kept = other.target_leverage.index[other.target_leverage.index <= cut]
     assert len(kept) >= 360
-    pd.testing.assert_series_equal(other.leverage[kept], run.leverage[kept])
+    pd.testing.assert_series_equal(other.target_leverage[kept], run.target_leverage[kept])
+    pd.testing.assert_series_equal(other.leverage[other.leverage.index < cut], run.leverage[before])
     later = run.equity.index[run.equity.index > cut].intersection(other.equity.index)
     assert not np.allclose(other.equity[later], run.equity[later], rtol=1e-12, atol=0)  # the change did arrive
 
@@ -249,5 +303,136 @@ def test_no_look_ahead(tmp_path: Path, db: duckdb.DuckDBPyConnection, tables: di
     new = simulate_path(_inputs(db, run, moved), **args)
     upto = base.index < cut
     pd.testing.assert_series_equal(new["equity"][upto], base["equity"][upto])
-    pd.testing.assert_series_equal(new["leverage"][base.index <= cut], base["leverage"][base.index <= cut])
+    upto_cut = base.index <= cut
+    pd.testing.assert_series_equal(new["target_leverage"][upto_cut], base["target_leverage"][upto_cut])
     assert not np.allclose(new["equity"][~upto], base["equity"][~upto], rtol=1e-12, atol=0)
+
+
+def test_band_zero_is_the_every_bar_rule(
+    db: duckdb.DuckDBPyConnection, runs: list[SafetyRun], runs0: list[SafetyRun]
+) -> None:
+    """Band 0 reproduces the every-bar re-levering rule exactly, liquidations included."""
+    cfg = KeeperConfig()
+    cols = ["leverage", "liq_distance", "notional", "fees_usd", "funding_usd", "liquidated", "equity"]
+    for asset in ASSETS:
+        run = _run(runs0, asset, 3.0)
+        inputs = _inputs(db, run)
+        o = inputs["open"].to_numpy()
+        shocked = inputs.copy()  # real bars pushed through both thresholds: liquidations and re-entries
+        shocked.iloc[100, shocked.columns.get_loc("high")] = o[100] * 1.5
+        shocked.iloc[300, shocked.columns.get_loc("low")] = o[300] * 0.5
+        shocked.iloc[500, [shocked.columns.get_loc("high"), shocked.columns.get_loc("low")]] = [o[500] * 1.5, 0.0]
+        for frame, ks in ((inputs, (1.0, *KS)), (shocked, (4.0,))):
+            for k in ks:
+                args = {"k": k, "short_venue": run.short_venue, "long_venue": run.long_venue, "config": cfg}
+                got = simulate_path(frame, **args, capital=C0, rebalance_band=0.0)
+                want = _every_bar_path(frame, **args)
+                pd.testing.assert_frame_equal(got[cols], want[cols], check_exact=True)
+                pd.testing.assert_series_equal(got["leverage"], got["target_leverage"], check_names=False)
+                entries = np.concatenate([[True], got["liquidated"].to_numpy()[:-1]])
+                np.testing.assert_array_equal(got["rebalanced"].to_numpy(), ~entries)  # every open bar trades
+                if frame is shocked:
+                    assert got["liquidated"].iloc[[100, 300, 500]].all()
+        for k in KS:  # the sweep at band 0 is that path too, and every bar after the entry is a trade
+            r0 = _run(runs0, asset, k)
+            want = _every_bar_path(inputs, k=k, short_venue=run.short_venue, long_venue=run.long_venue, config=cfg)
+            pd.testing.assert_series_equal(r0.equity, want["equity"], check_exact=True, check_names=False)
+            assert r0.rebalances == r0.bars - 1 and r0.rebalance_band == 0.0
+            assert _run(runs, asset, k).rebalance_band == DEFAULT_REBALANCE_BAND == 0.10
+    with pytest.raises(ValueError, match="rebalance_band"):
+        leverage_safety(db, ks=(4.0,), assets=["BTC"], rebalance_band=1.0)
+    with pytest.raises(ValueError, match="rebalance_band"):
+        simulate_path(inputs, k=4.0, short_venue=run.short_venue, long_venue=run.long_venue, rebalance_band=-0.1)
+
+
+def test_rebalance_band(db: duckdb.DuckDBPyConnection, runs: list[SafetyRun], runs0: list[SafetyRun]) -> None:
+    """Band 0.10: far fewer trades and fees; between trades the quantity is held and its leverage stays in band."""
+    band, cfg = DEFAULT_REBALANCE_BAND, KeeperConfig()
+    for asset in ASSETS:
+        inputs = _inputs(db, _run(runs, asset, 3.0))
+        for k in KS:
+            run, run0 = _run(runs, asset, k), _run(runs0, asset, k)
+            assert run.liquidations == 0 and run.rebalances < run0.rebalances / 10
+            assert run.fees_usd < run0.fees_usd / 2
+            assert run.avg_leverage == pytest.approx(run.leverage.mean(), rel=1e-12)  # the leverage held
+            assert run.max_leverage == run.leverage.max() <= 10.0 / (1.0 - band)
+            pd.testing.assert_series_equal(run.target_leverage, run0.target_leverage)  # same σ, same targets
+            path = simulate_path(inputs, k=k, short_venue=run.short_venue, long_venue=run.long_venue, config=cfg)
+            pd.testing.assert_series_equal(path["equity"], run.equity, check_names=False)
+            assert int(path["rebalanced"].sum()) == run.rebalances
+            lev, target = path["leverage"].to_numpy(), path["target_leverage"].to_numpy()
+            traded = path["rebalanced"].to_numpy().copy()
+            traded[0] = True  # the entry
+            np.testing.assert_array_equal(lev[traded], target[traded])  # a trade goes to the target exactly
+            held = ~traded
+            assert held.mean() > 0.9
+            assert (np.abs(target[held] - lev[held]) <= band * lev[held] * (1 + 1e-12)).all()
+            # between trades the quantity is unchanged: held notional = previous quantity × this open, no fee
+            qty = (path["notional"] / path["open"]).to_numpy()
+            np.testing.assert_allclose(qty[1:][held[1:]], qty[:-1][held[1:]], rtol=1e-12)
+            assert (path["fees_usd"].to_numpy()[held] == 0.0).all()
+            prev_e = np.concatenate([[C0], path["equity"].to_numpy()[:-1]])
+            np.testing.assert_allclose(lev, path["notional"].to_numpy() / (prev_e / 2.0), rtol=1e-12)
+            # a trade happens exactly when the target left the band around the held notional
+            marked = np.concatenate([[np.nan], qty[:-1]]) * path["open"].to_numpy()
+            out = np.abs(path["target_notional"].to_numpy() - marked) > band * marked
+            np.testing.assert_array_equal(out[1:], traded[1:])
+    # on real bars the held leverage does drift above L_max = 10 between trades, but only within the band
+    btc3 = _run(runs, "BTC", 3.0)
+    assert 10.0 < btc3.max_leverage <= 10.0 / (1.0 - band)
+
+
+def test_liquidation_uses_held_leverage(db: duckdb.DuckDBPyConnection, runs: list[SafetyRun]) -> None:
+    """Real bars whose worst move lies between the target's and the held leverage's distances decide the rule."""
+    cfg = KeeperConfig()
+    mm = cfg.maintenance_margin
+    run = _run(runs, "BTC", 4.0)
+    inputs = _inputs(db, run)
+    args = {"k": 4.0, "short_venue": run.short_venue, "long_venue": run.long_venue, "capital": C0, "config": cfg}
+    base = simulate_path(inputs, **args)
+    every = simulate_path(inputs, **args, rebalance_band=0.0)
+    assert not base["liquidated"].any() and not every["liquidated"].any()
+    fs, fl = cfg.fees(run.short_venue), cfg.fees(run.long_venue)
+    ratio = (base["leverage"] / base["target_leverage"]).to_numpy()
+    kept = ~base["rebalanced"].to_numpy()
+    kept[0] = False
+    o_col, lo_col, hi_col = (inputs.columns.get_loc(c) for c in ("open", "low", "high"))
+
+    # held above target (d_held < d_target): a fall between them liquidates the held position's long leg
+    j = int(np.argmax(np.where(kept, ratio, 0.0)))
+    assert ratio[j] > 1.04
+    lev_h, lev_t = base["leverage"].iloc[j], base["target_leverage"].iloc[j]
+    d_h, d_t = float(liquidation_distance(lev_h, mm)), float(liquidation_distance(lev_t, mm))
+    assert base["liq_distance"].iloc[j] == d_h < d_t
+    o = inputs.iloc[j, o_col]
+    hit = inputs.copy()
+    hit.iloc[j, lo_col] = o * (1.0 - (d_h + d_t) / 2.0)
+    path = simulate_path(hit, **args)
+    assert path["liquidated"].sum() == 1 and bool(path["liquidated"].iloc[j])
+    e_prev, n_h = base["equity"].iloc[j - 1], base["notional"].iloc[j]
+    assert n_h == pytest.approx(e_prev / 2.0 * lev_h, rel=1e-12)
+    assert path["equity"].iloc[j] == pytest.approx(e_prev / 2.0 + n_h * d_h - fs.taker * n_h * (1.0 - d_h), rel=1e-12)
+    assert not simulate_path(hit, **args, rebalance_band=0.0)["liquidated"].any()  # at the target it survives
+    # what remains is re-deployed at the next bar's target, at maker fees (an entry, not a rebalance)
+    nxt = path.iloc[j + 1]
+    assert nxt["leverage"] == nxt["target_leverage"] and not nxt["rebalanced"]
+    assert nxt["target_notional"] == pytest.approx(path["equity"].iloc[j] / 2.0 * nxt["target_leverage"], rel=1e-12)
+    assert nxt["fees_usd"] == pytest.approx((fs.maker + fl.maker) * nxt["notional"], rel=1e-12)
+
+    # held below target (d_held > d_target): a rise between them leaves the held position alone
+    j = int(np.argmin(np.where(kept, ratio, np.inf)))
+    assert ratio[j] < 0.96
+    lev_h, lev_t = base["leverage"].iloc[j], base["target_leverage"].iloc[j]
+    d_h, d_t = float(liquidation_distance(lev_h, mm)), float(liquidation_distance(lev_t, mm))
+    assert d_t < d_h
+    o = inputs.iloc[j, o_col]
+    miss = inputs.copy()
+    miss.iloc[j, hi_col] = o * (1.0 + (d_h + d_t) / 2.0)
+    path = simulate_path(miss, **args)
+    assert not path["liquidated"].any()
+    pd.testing.assert_frame_equal(path.drop(columns="high"), base.drop(columns="high"))
+    levered = simulate_path(miss, **args, rebalance_band=0.0)  # at the target the short leg would have gone
+    assert levered["liquidated"].sum() == 1 and bool(levered["liquidated"].iloc[j])
+    n_t = every["notional"].iloc[j]
+    e_open = every["equity"].iloc[j - 1] - every["fees_usd"].iloc[j]
+    assert levered["equity"].iloc[j] == pytest.approx(e_open / 2.0 + n_t * d_t - fl.taker * n_t * (1.0 + d_t))

@@ -3,7 +3,8 @@
 Question answered: how often does the σ-distance leverage ``L = clip(1 / (K σ_daily), L_min, L_max)`` get a
 funding-arbitrage position liquidated, and what does it cost, for K = 3, 4, 5, 6?  For every asset one hedged
 position (short one venue, long another, equal notional) is run over the last ``days`` days of bars; at every bar
-the leverage is re-set from the trailing 7-day σ and the capital path earns the pair's funding spread.
+the target leverage is re-computed from the trailing 7-day σ, the position is re-levered to it when the held
+leverage has drifted materially from it, and the capital path earns the pair's funding spread.
 
 Inputs and the choices the spec leaves open:
 
@@ -37,33 +38,47 @@ Inputs and the choices the spec leaves open:
 * **Capital and re-levering** — capital ``C0`` is split equally as margin on the two venues, and re-split at every
   bar open (an idealised free, instant transfer: the spec's rule is a *per-bar* test, "liquidation when the worst
   intra-bar move exceeds the margin", so losses do not pile up on one venue across bars).  At bar ``t`` the
-  notional per leg is ``N_t = E_{t−1} / 2 × L_t``.  Entering (the first bar, and the bar after a liquidation)
-  pays the *maker* fee of each venue on ``N_t`` (spec §2: entry at maker); re-levering an open position pays the
-  *taker* fee of each venue on ``|N_t − q_{t−1} × open_t|`` — the trade needed to take the held quantity, marked at
-  this bar's open, to the target (so keeping the leverage constant as the price drifts costs fees too).
-  ``rebalance_costs=False`` makes re-levering free (entries and liquidation exits still pay).  Funding is earned on
-  ``N_t`` (the notional at the bar's open).  The open position at the window's end is marked to market, no exit
-  fee: ``final_capital`` is the equity, not a round trip.
+  *target* notional per leg is ``T_t = E_{t−1} / 2 × L_t``; the *held* notional is the held quantity marked at
+  this bar's open, ``H_t = q_{t−1} × open_t``.  A careful desk does not chase every wiggle of σ and price (hourly
+  re-levering to the exact target cost 100–250 USD a month per asset on the bundled data, more than the funding
+  earned, so the sweep measured the re-levering rule rather than leverage safety): the position is re-levered only
+  when it has drifted materially — ``|T_t − H_t| > rebalance_band × H_t`` (default 0.10) trades to ``N_t = T_t``
+  paying the *taker* fee of each venue on ``|T_t − H_t|``; otherwise the quantity is kept, ``N_t = H_t``, at no
+  cost.  ``rebalance_band = 0`` re-levers at every bar (the strict rule: keeping the leverage constant as the
+  price drifts costs fees too).  Entering (the first bar, and the bar after a liquidation) pays the *maker* fee of
+  each venue on ``T_t`` (spec §2: entry at maker).  ``rebalance_costs=False`` makes re-levering free (entries and
+  liquidation exits still pay).  Funding is earned on ``N_t`` (the held notional at the bar's open).  The open
+  position at the window's end is marked to market, no exit fee: ``final_capital`` is the equity, not a round
+  trip.
+* **Held leverage** — ``ℓ_t = N_t / (E_{t−1} / 2)``: equal to ``L_t`` on a bar that trades (or enters), otherwise
+  within the band of it, ``ℓ_t ∈ [L_t / (1 + band), L_t / (1 − band)]``.  So between re-levering trades the held
+  leverage may sit above ``L_max`` = 10 (up to ``10 / 0.9 ≈ 11.1`` at the default band) or below ``L_min`` — only
+  within the band; the clip of spec §3 applies to the target.  The band is a per-bar test against the current
+  target, so a σ jump that moves the target by more than the band is followed at once.
 * **Liquidation** — within bar ``t`` the short leg's worst move is ``high / open − 1``, the long leg's
-  ``1 − low / open``; a leg is liquidated when its worst move ``≥ d_t = liquidation_distance(L_t, mm)``
-  (``1 / L − mm``, mm = ``config.maintenance_margin``).  Rule: the leg is closed at the liquidation price and its
-  venue's equity (``E_open / 2``, ``E_open`` = equity after this bar's trading fees) is lost — the move took
-  ``N d``, the liquidation engine the rest (≈ ``mm × N``); the hedge leg gained ``N d`` and is closed at the same
-  price paying its venue's taker fee on ``N (1 ± d)``.  So ``E_t = E_open / 2 + N_t d_t − exit fee``: the capital
-  loses ≈ ``mm × N_t`` plus fees.  The liquidated bar earns no funding (the liquidation time inside the bar is
-  unknown).  If both legs' thresholds are crossed in one bar (the order of high and low is unknown) the worse
-  outcome is booked, once: after the first liquidation the position is flat.  What remains is re-deployed at the
-  next bar (maker entry fees).  ``liquidated`` is true when any liquidation happened.  The move across a
-  missing bar (previous close → this open) is not tested: it is unobserved (the chosen Binance series has no
-  gaps in the bundled data).
-* **Report** — ``avg_leverage`` / ``max_leverage`` over the window's bars; ``max_drawdown`` as a positive
-  fraction of the running peak of the equity path (C0 included as the first peak), equity marked at each bar's
-  close incl. funding and fees; ``equity`` is indexed by bar open ``ts``, value at that bar's close.  Beyond
-  the spec'd fields, :class:`SafetyRun` carries the per-bar ``leverage`` and ``notional`` (defaulted, so
-  positional construction with the spec'd fields still works).
+  ``1 − low / open``; a leg is liquidated when its worst move ``≥ d_t = liquidation_distance(ℓ_t, mm)``
+  (``1 / ℓ − mm``, mm = ``config.maintenance_margin``) — the distance of the leverage actually *held* at the bar,
+  not of the target.  Rule: the leg is closed at the liquidation price and its venue's equity (``E_open / 2``,
+  ``E_open`` = equity after this bar's trading fees) is lost — the move took ``N d``, the liquidation engine the
+  rest (≈ ``mm × N``); the hedge leg gained ``N d`` and is closed at the same price paying its venue's taker fee on
+  ``N (1 ± d)``.  So ``E_t = E_open / 2 + N_t d_t − exit fee``: the capital loses ≈ ``mm × N_t`` plus fees.  The
+  liquidated bar earns no funding (the liquidation time inside the bar is unknown).  If both legs' thresholds are
+  crossed in one bar (the order of high and low is unknown) the worse outcome is booked, once: after the first
+  liquidation the position is flat.  What remains is re-deployed at the next bar (maker entry fees).
+  ``liquidated`` is true when any liquidation happened.  The move across a missing bar (previous close → this
+  open) is not tested: it is unobserved (the chosen Binance series has no gaps in the bundled data).  A path whose
+  equity reached 0 holds nothing and is not tested (unreachable in practice: a liquidation costs ≈ ``mm × N``).
+* **Report** — ``avg_leverage`` / ``max_leverage`` of the leverage actually *held* (``ℓ_t``, see above) over the
+  window's bars; ``max_drawdown`` as a positive fraction of the running peak of the equity path (C0 included as
+  the first peak), equity marked at each bar's close incl. funding and fees; ``equity`` is indexed by bar open
+  ``ts``, value at that bar's close.  Beyond the spec'd fields, :class:`SafetyRun` carries the per-bar held
+  ``leverage`` and ``notional``, the σ-distance ``target_leverage`` ``L_t``, the number of ``rebalances``
+  (re-levering trades on an open position; entries are not counted) and the ``rebalance_band`` used (all
+  defaulted, so positional construction with the spec'd fields still works); the table adds ``rebalances``.
 
-The compounding recursion runs as a plain loop over bars (each bar's notional depends on the previous equity and
-on whether the previous bar was liquidated); σ, funding, worst moves and thresholds are vectorised.
+The compounding recursion runs as a plain loop over bars (each bar's notional depends on the previous equity, on
+the quantity held and on whether the previous bar was liquidated); σ, the target leverage, funding and worst moves
+are vectorised.
 """
 
 from __future__ import annotations
@@ -94,6 +109,8 @@ MIN_SIGMA_COVERAGE = 0.5
 """Share of the σ window's returns needed for a σ estimate (else σ unknown → ``L_min``)."""
 MIN_PAIR_COVERAGE = 0.5
 """Share of the selection window's hours a pair must be observed in to be chosen."""
+DEFAULT_REBALANCE_BAND = 0.10
+"""Re-lever only when the target notional is more than this fraction of the held notional away from it."""
 PREFERRED_VENUE = "binance"
 _QUOTE_RANK = {"USDT": 0, "USDC": 1}
 _TIMEFRAME = re.compile(r"^\s*(\d+)\s*([mhdwM])\s*$")
@@ -128,8 +145,11 @@ class SafetyRun:
     funding_usd: float
     fees_usd: float
     equity: pd.Series  # index = bar ts (open), value at the bar's close
-    leverage: pd.Series = field(default_factory=_empty_series)  # L_t per bar
-    notional: pd.Series = field(default_factory=_empty_series)  # N_t per leg per bar (USD)
+    leverage: pd.Series = field(default_factory=_empty_series)  # leverage held per bar (notional / (E_{t−1} / 2))
+    notional: pd.Series = field(default_factory=_empty_series)  # notional held per leg per bar (USD)
+    target_leverage: pd.Series = field(default_factory=_empty_series)  # L_t, the σ-distance target per bar
+    rebalances: int = 0  # re-levering trades on an open position (entries not counted)
+    rebalance_band: float = DEFAULT_REBALANCE_BAND
 
 
 @dataclass(frozen=True)
@@ -366,6 +386,11 @@ def window_inputs(
     return out.set_index("ts")
 
 
+def _check_band(rebalance_band: float) -> None:
+    if not (np.isfinite(rebalance_band) and 0.0 <= rebalance_band < 1.0):
+        raise ValueError(f"rebalance_band must be in [0, 1), got {rebalance_band!r}")
+
+
 def simulate_path(
     inputs: pd.DataFrame,
     *,
@@ -375,57 +400,78 @@ def simulate_path(
     capital: float = 10_000.0,
     config: KeeperConfig | None = None,
     rebalance_costs: bool = True,
+    rebalance_band: float = DEFAULT_REBALANCE_BAND,
 ) -> pd.DataFrame:
     """The capital path of one K over :func:`window_inputs` (rules in the module docstring).
 
-    Returns the inputs plus leverage, liq_distance, notional (per leg), fees_usd, funding_usd, liquidated,
-    equity (at each bar's close).
+    Returns the inputs plus target_leverage (``L_t``), target_notional (``E_{t−1} / 2 × L_t``), leverage (held:
+    ``notional / (E_{t−1} / 2)``), notional (held, per leg), liq_distance (of the held leverage), rebalanced (a
+    re-levering trade on an open position this bar), fees_usd, funding_usd, liquidated, equity (at each bar's
+    close).  ``rebalance_band = 0`` trades to the target at every bar.
     """
+    _check_band(rebalance_band)
     cfg = config or KeeperConfig()
+    mm = cfg.maintenance_margin
     fs, fl = cfg.fees(short_venue), cfg.fees(long_venue)
     entry_rate = fs.maker + fl.maker
     rebalance_rate = (fs.taker + fl.taker) if rebalance_costs else 0.0
     o = inputs["open"].to_numpy(dtype="float64")
     up = inputs["high"].to_numpy(dtype="float64") / o - 1.0
     down = 1.0 - inputs["low"].to_numpy(dtype="float64") / o
-    lev = np.asarray(sigma_distance_leverage(k, inputs["sigma_daily"].to_numpy(dtype="float64"), cfg), "float64")
-    dist = np.asarray(liquidation_distance(lev, cfg.maintenance_margin), dtype="float64")
-    liq_short, liq_long = up >= dist, down >= dist
+    target_lev = np.asarray(
+        sigma_distance_leverage(k, inputs["sigma_daily"].to_numpy(dtype="float64"), cfg), dtype="float64"
+    )
+    target_dist = np.asarray(liquidation_distance(target_lev, mm), dtype="float64")
     rate = inputs["funding_rate"].to_numpy(dtype="float64")
 
     n = len(o)
-    equity, notional, fees, funding = np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n)
-    liquidated = np.zeros(n, dtype=bool)
+    equity, fees, funding = np.zeros(n), np.zeros(n), np.zeros(n)
+    notional, target_notional, held_lev, dist = np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n)
+    liquidated, rebalanced = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
     e, q = float(capital), 0.0  # equity before the bar; quantity held per leg (0 = flat)
     for i in range(n):
-        big_n = e / 2.0 * lev[i]
-        fee = entry_rate * big_n if q == 0.0 else rebalance_rate * abs(big_n - q * o[i])
+        target = e / 2.0 * target_lev[i]
+        if q == 0.0:  # flat: enter at the target, maker fees
+            held, lev_i, d, fee = target, target_lev[i], target_dist[i], entry_rate * target
+        else:
+            marked = q * o[i]  # the held quantity at this bar's open
+            if abs(target - marked) > rebalance_band * marked:  # drifted out of the band: trade to the target
+                held, lev_i, d = target, target_lev[i], target_dist[i]
+                fee = rebalance_rate * abs(target - marked)
+                rebalanced[i] = True
+            else:  # inside the band: keep the quantity, its leverage drifts
+                held, fee = marked, 0.0
+                lev_i = target_lev[i] if marked == target else marked / (e / 2.0)
+                d = float(liquidation_distance(lev_i, mm))
         e_open = e - fee
-        if liq_short[i] or liq_long[i]:
-            d = dist[i]
+        if held > 0.0 and (up[i] >= d or down[i] >= d):
             exits = []
-            if liq_short[i]:  # price rose to open × (1 + d): the long leg closes there
-                exits.append(fl.taker * big_n * (1.0 + d))
-            if liq_long[i]:  # price fell to open × (1 − d): the short leg closes there
-                exits.append(fs.taker * big_n * (1.0 - d))
+            if up[i] >= d:  # short leg liquidated, price rose to open × (1 + d): the long leg closes there
+                exits.append(fl.taker * held * (1.0 + d))
+            if down[i] >= d:  # long leg liquidated, price fell to open × (1 − d): the short leg closes there
+                exits.append(fs.taker * held * (1.0 - d))
             exit_fee = max(exits)
-            e_close = e_open / 2.0 + big_n * d - exit_fee
+            e_close = e_open / 2.0 + held * d - exit_fee
             fee += exit_fee
             liquidated[i] = True
             q = 0.0
         else:
-            funding[i] = rate[i] * big_n
+            funding[i] = rate[i] * held
             e_close = e_open + funding[i]
-            q = big_n / o[i]
+            q = held / o[i]
         e = max(e_close, 0.0)
         if e == 0.0:
             q = 0.0
-        equity[i], notional[i], fees[i] = e, big_n, fee
+        equity[i], fees[i], notional[i], target_notional[i] = e, fee, held, target
+        held_lev[i], dist[i] = lev_i, d
 
     out = inputs.copy()
-    out["leverage"] = lev
-    out["liq_distance"] = dist
+    out["target_leverage"] = target_lev
+    out["target_notional"] = target_notional
+    out["leverage"] = held_lev
     out["notional"] = notional
+    out["liq_distance"] = dist
+    out["rebalanced"] = rebalanced
     out["fees_usd"] = fees
     out["funding_usd"] = funding
     out["liquidated"] = liquidated
@@ -452,8 +498,13 @@ def leverage_safety(
     capital: float = 10_000.0,
     config: KeeperConfig | None = None,
     rebalance_costs: bool = True,
+    rebalance_band: float = DEFAULT_REBALANCE_BAND,
 ) -> list[SafetyRun]:
-    """Sweep K over every asset (default: every asset in ``candles``); one :class:`SafetyRun` per (asset, K)."""
+    """Sweep K over every asset (default: every asset in ``candles``); one :class:`SafetyRun` per (asset, K).
+
+    ``rebalance_band``: re-lever only when the target notional leaves ``held × (1 ± band)`` (0: every bar).
+    """
+    _check_band(rebalance_band)
     cfg = config or KeeperConfig()
     ks = tuple(float(k) for k in ks)
     if assets is None:
@@ -504,6 +555,7 @@ def leverage_safety(
                 capital=capital,
                 config=cfg,
                 rebalance_costs=rebalance_costs,
+                rebalance_band=rebalance_band,
             )
             n_liq = int(path["liquidated"].sum())
             runs.append(
@@ -528,6 +580,9 @@ def leverage_safety(
                     equity=path["equity"].rename("equity"),
                     leverage=path["leverage"].rename("leverage"),
                     notional=path["notional"].rename("notional"),
+                    target_leverage=path["target_leverage"].rename("target_leverage"),
+                    rebalances=int(path["rebalanced"].sum()),
+                    rebalance_band=float(rebalance_band),
                 )
             )
     return runs
@@ -535,7 +590,7 @@ def leverage_safety(
 
 TABLE_COLUMNS = (
     "asset", "k", "venue", "timeframe", "pair", "bars", "avg_leverage", "max_leverage", "max_drawdown",
-    "liquidations", "liquidated", "final_capital", "funding_usd", "fees_usd",
+    "liquidations", "liquidated", "final_capital", "funding_usd", "fees_usd", "rebalances",
 )  # fmt: skip
 
 
@@ -557,6 +612,7 @@ def safety_table(runs: list[SafetyRun]) -> pd.DataFrame:
             "final_capital": r.final_capital,
             "funding_usd": r.funding_usd,
             "fees_usd": r.fees_usd,
+            "rebalances": r.rebalances,
         }
         for r in runs
     ]
