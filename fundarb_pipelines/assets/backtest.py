@@ -25,7 +25,7 @@ from fundarb_core.backtest.leverage_safety import leverage_safety as run_leverag
 from fundarb_core.backtest.leverage_safety import safety_table
 from fundarb_core.backtest.plots import leverage_sweep
 from fundarb_core.backtest.report import comparison_table, estimated_vs_realised, ledger_view, markdown, summarise
-from fundarb_core.backtest.suite import FEE_REGIMES, fee_label, oracle_for, run_suite
+from fundarb_core.backtest.suite import FEE_REGIMES, SuiteResult, fee_label, oracle_for, run_suite
 from fundarb_core.backtest.tracking import log_report
 from fundarb_core.forecast.registry import ForecastSettings
 from fundarb_pipelines.assets.forecast import MlflowTracking
@@ -97,20 +97,28 @@ def _params(base: BacktestConfig) -> dict[str, object]:
             "forecast_model": base.forecast_model, "gbm_trees": base.forecast.gbm_trees}
 
 
-@dg.asset(group_name=BACKTEST_GROUP, deps=RAW_DEPS, kinds={"python", "mlflow"},
-          description="The keeper (without and with walk-forward forecasts) and the naive trailing-24h rule, each "
-          "replayed hour by hour through the keeper's cycle and the paper exchange, next to the cost-aware oracle.")
-def strategy_backtest(context: dg.AssetExecutionContext, config: BacktestRunConfig, duckdb: FundarbDuckDB,
-                      mlflow_tracking: MlflowTracking) -> dg.Output[list[dict[str, object]]]:
+def _suite(context: dg.AssetExecutionContext, config: BacktestRunConfig, duckdb: FundarbDuckDB, name: str,
+           fee_regimes: tuple[float | None, ...] | None = None,
+           ) -> tuple[pd.Timestamp, pd.Timestamp, BacktestConfig, SuiteResult]:
+    """Period, replica and :func:`run_suite` (strategies, or the keeper at each fee regime) for one asset."""
     with duckdb.get_connection() as conn:
         start, end = _period(conn, config)
     base = _base(config, start, end)
     src = _replica(duckdb, base)
     try:
-        res = run_suite(src, base, out_dir=_out_dir(config, "strategy_backtest", start, end),
+        res = run_suite(src, base, fee_regimes=fee_regimes, out_dir=_out_dir(config, name, start, end),
                         progress=context.log.info)
     finally:
         src.close()
+    return start, end, base, res
+
+
+@dg.asset(group_name=BACKTEST_GROUP, deps=RAW_DEPS, kinds={"python", "mlflow"},
+          description="The keeper (without and with walk-forward forecasts) and the naive trailing-24h rule, each "
+          "replayed hour by hour through the keeper's cycle and the paper exchange, next to the cost-aware oracle.")
+def strategy_backtest(context: dg.AssetExecutionContext, config: BacktestRunConfig, duckdb: FundarbDuckDB,
+                      mlflow_tracking: MlflowTracking) -> dg.Output[list[dict[str, object]]]:
+    start, end, base, res = _suite(context, config, duckdb, "strategy_backtest")
     report = "\n\n".join(markdown(s) for s in res.summaries)
     run_id = log_report("strategy_backtest", params=_params(base), summaries=res.summaries, plots=res.plots,
                         markdown=report, tracking_uri=mlflow_tracking.uri())
@@ -152,15 +160,7 @@ def oracle_bound(context: dg.AssetExecutionContext, config: BacktestRunConfig, d
           "each next to the oracle with the same fees.")
 def fee_regimes(context: dg.AssetExecutionContext, config: BacktestRunConfig, duckdb: FundarbDuckDB,
                 mlflow_tracking: MlflowTracking) -> dg.Output[list[dict[str, object]]]:
-    with duckdb.get_connection() as conn:
-        start, end = _period(conn, config)
-    base = _base(config, start, end)
-    src = _replica(duckdb, base)
-    try:
-        res = run_suite(src, base, fee_regimes=FEE_REGIMES, out_dir=_out_dir(config, "fee_regimes", start, end),
-                        progress=context.log.info)
-    finally:
-        src.close()
+    start, end, base, res = _suite(context, config, duckdb, "fee_regimes", FEE_REGIMES)
     table = comparison_table(res.summaries)
     run_id = log_report("fee_regimes", params=_params(base), summaries=res.summaries, plots=res.plots,
                         markdown=table.to_markdown(index=False), tracking_uri=mlflow_tracking.uri())
