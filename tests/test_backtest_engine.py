@@ -119,6 +119,19 @@ def test_data_after_the_end_changes_nothing(tmp_path: Path, db: duckdb.DuckDBPyC
     assert a != pytest.approx(b)
 
 
+def test_positions_outlive_their_price_feed(db: duckdb.DuckDBPyConnection) -> None:
+    """The data end on 2026-01-20: after the last prices age out, legs the venues still hold must stay live
+    positions in the ledger (valued at the other leg's or the last fill price), not read as flat and be
+    forgotten as 'failed'."""
+    run = run_backtest(db, BacktestConfig(start="2026-01-19 00:00", end="2026-01-20 12:00"))
+    held = run.fills.groupby(["position_id", "venue"])["qty"].sum().abs().groupby("position_id").max()
+    holding = sorted(held[held > 1e-9].index)
+    assert holding
+    status = run.positions.set_index("position_id")["status"]
+    # still tracked (open, or closing while no price lets an exit order be sized), never forgotten
+    assert not status.loc[holding].isin(["failed", "closed"]).any(), status.loc[holding].to_dict()
+
+
 def test_forecasts_are_fitted_before_each_hour(db: duckdb.DuckDBPyConnection) -> None:
     from fundarb_core.forecast.registry import model_factory
     from fundarb_core.forecast.targets import build_panel

@@ -218,6 +218,12 @@ class Ledger:
                 self._qty.setdefault(pid, {})[v] = float(q)
         return dict(self._qty.get(position_id, {}))
 
+    def last_fill_price(self, position_id: str, venue: str) -> float | None:
+        """The price of the position's latest fill on ``venue`` (None without one)."""
+        rows = self.rows("SELECT price FROM ledger_fills WHERE position_id = ? AND venue = ? ORDER BY seq DESC "
+                         "LIMIT 1", [position_id, venue])
+        return float(rows[0][0]) if rows else None
+
     def venue_qty(self) -> dict[tuple[str, str], float]:
         """Signed quantity per (venue, asset) over every fill: what the venues should hold."""
         rows = self.rows("SELECT venue, asset, sum(qty) FROM ledger_fills GROUP BY venue, asset")

@@ -81,12 +81,22 @@ def _marks(exchange: ExchangeAdapter, venues: set[str]) -> dict[tuple[str, str],
 
 
 def leg_exposure(ledger: Ledger, exchange: ExchangeAdapter, p: LedgerPosition) -> dict[str, float]:
-    """Signed USD exposure of each leg of a position (ledger quantity × the venue's mark)."""
+    """Signed USD exposure of each leg of a position (ledger quantity × the venue's mark).
+
+    A venue without a price (its feed stopped) is valued at the other leg's mark — the same underlying — else
+    at the leg's last fill price: a quantity the venue still holds is never exposure 0, or a position whose
+    prices vanished would read as flat, be marked failed and forgotten while both legs stay open."""
     qty = ledger.leg_qty(p.position_id)
+    venues = sorted({p.short_venue, p.long_venue})
+    marks = {v: exchange.mark_price(v, p.asset) for v in venues}
+    known = [m for m in marks.values() if m is not None]
     out = {}
-    for v in {p.short_venue, p.long_venue}:
-        mark = exchange.mark_price(v, p.asset)
-        out[v] = qty.get(v, 0.0) * (mark if mark is not None else 0.0)
+    for v in venues:
+        q = qty.get(v, 0.0)
+        mark = marks[v] if marks[v] is not None else (known[0] if known else None)
+        if mark is None and q != 0:
+            mark = ledger.last_fill_price(p.position_id, v)
+        out[v] = q * (mark if mark is not None else 0.0)
     return out
 
 
