@@ -402,7 +402,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(pd.DataFrame(result["leaderboard"]).to_string(index=False))
         return 0
     if args.command == "backtest":
-        result = backtest(args)
+        try:
+            result = backtest(args)
+        except ValueError as exc:  # a bad period, strategy or data directory: say it, no traceback
+            raise SystemExit(f"fundarb backtest: {exc}") from None
         if args.json:
             print(json.dumps(result, default=str))
         else:

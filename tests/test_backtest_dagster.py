@@ -139,3 +139,8 @@ def test_keeper_ledger_report_is_the_backtest_report_of_what_was_realised(bt_db:
     assert summary["net_pnl"] == pytest.approx(equity[-1][0] - capital)
     assert contributions(view)["net_usd"].sum() == pytest.approx(summary["net_pnl"], abs=1e-6)
     assert "expected_funding_usd" in meta["estimated_vs_realised"].value
+
+
+def test_cli_rejects_a_reversed_period_with_a_clear_message(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="backtest end 2026-01-13 00:00:00 must be after start 2026-01-14"):
+        main(["backtest", "--start", "2026-01-14", "--end", "2026-01-13", "--no-mlflow"])
