@@ -142,9 +142,10 @@ def market_replica(conn: duckdb.DuckDBPyConnection, start: pd.Timestamp, end: pd
     known by ``end`` so the future does not exist for the simulation — not even as floating-point noise: a
     rolling window's summation order depends on the rows after it, and a forecaster fitted on features that
     differ in the last bit can differ in its splits.  Rows are inserted in time order so DuckDB's zone maps
-    prune the keeper's as-of scans.
+    prune the keeper's as-of scans.  One DuckDB thread: a parallel aggregate adds its partial sums in whatever
+    order the threads finish, and two runs on a busy machine differed by cents before this (7 % slower).
     """
-    mem = duckdb.connect(":memory:")
+    mem = duckdb.connect(":memory:", config={"threads": 1})
     lo = (start - pd.Timedelta(hours=warmup_hours)).to_pydatetime()
     hi = end.to_pydatetime()
     have = {r[0] for r in conn.execute("SELECT table_name FROM information_schema.tables").fetchall()}
