@@ -55,11 +55,13 @@ STRATEGY_LABELS = {"keeper": "keeper", "keeper_forecast": "keeper + forecasts", 
 
 BAR_CLOSE_SQL = ("ts + to_minutes(CASE timeframe WHEN '1m' THEN 1 WHEN '5m' THEN 5 WHEN '15m' THEN 15 "
                  "WHEN '30m' THEN 30 WHEN '1h' THEN 60 WHEN '4h' THEN 240 ELSE 1440 END)")
-REPLICA_TABLES: Mapping[str, str] = MappingProxyType({
-    "funding_rates": "ts", "open_interest": "ts", "orderbook_depth": "ts", "candles": BAR_CLOSE_SQL,
+REPLICA_TABLES: Mapping[str, tuple[str, str]] = MappingProxyType({
+    "funding_rates": ("ts", "venue, venue_symbol"), "open_interest": ("ts", "venue, venue_symbol"),
+    "orderbook_depth": ("ts", "venue, venue_symbol"), "candles": (BAR_CLOSE_SQL, "venue, venue_symbol, timeframe"),
 })
 """The raw tables, each with the expression that says when a row was known (a bar at its close, as the
-``stg_candles`` model says)."""
+``stg_candles`` model says) and the rest of its key: rows are copied in that total order, so every run of the
+same backtest inserts them identically."""
 
 
 def _ts(value: datetime | pd.Timestamp | str) -> pd.Timestamp:
@@ -152,8 +154,8 @@ def market_replica(conn: duckdb.DuckDBPyConnection, start: pd.Timestamp, end: pd
     missing = [t for t in REPLICA_TABLES if t not in have]
     if missing:
         raise ValueError(f"the database lacks the raw tables {', '.join(missing)}: ingest the data first")
-    for table, known in REPLICA_TABLES.items():
-        arrow = conn.sql(f"SELECT * FROM {table} WHERE {known} >= $lo AND {known} <= $hi ORDER BY {known}",
+    for table, (known, key) in REPLICA_TABLES.items():
+        arrow = conn.sql(f"SELECT * FROM {table} WHERE {known} >= $lo AND {known} <= $hi ORDER BY {known}, {key}",
                          params={"lo": lo, "hi": hi}).to_arrow_table()
         mem.register("_src", arrow)
         mem.execute(f"CREATE TABLE {table} AS SELECT * FROM _src")

@@ -8,7 +8,8 @@ quantities base units (signed: short < 0), client ids strings (:mod:`fundarb_cor
 
 * **Price** of ``(venue, asset)`` at the clock: the latest ``orderbook_depth`` mid at or before it, else the
   latest ``stg_candles`` close whose bar had closed by then, else the latest ``funding_rates.mark_price``, each
-  at most ``max_price_age_hours`` (2 h) old; when the venue has none of them, the same asset's price on another
+  at most ``max_price_age_hours`` (2 h) old (two symbols stamped at the same instant: the lower price, so the
+  choice never depends on row order); when the venue has none of them, the same asset's price on another
   venue by the same rule (the legs are one underlying; the bundled data has no Hyperliquid/Lighter bars).
 * **Book top**: the data has mids, not quotes, so bid/ask = mid × (1 ∓ ``half_spread_bps``) (1 bp each side).
 * **Fills**: a limit sell at or below the bid (buy at or above the ask) fills at once at the touch moved by the
@@ -240,7 +241,7 @@ WITH c AS (
     WHERE mark_price IS NOT NULL AND ts <= $t AND ts >= $t - to_hours($age)
 )
 SELECT venue, asset, px, prio, ts FROM c
-QUALIFY row_number() OVER (PARTITION BY venue, asset ORDER BY prio, ts DESC) = 1
+QUALIFY row_number() OVER (PARTITION BY venue, asset ORDER BY prio, ts DESC, px) = 1
 """
 
 _LIQ_SQL = """
