@@ -20,7 +20,6 @@ from fundarb_core.backtest.engine import STRATEGIES, BacktestConfig, BacktestRun
 from fundarb_core.backtest.forecasts import backtest_forecasts
 from fundarb_core.backtest.oracle import oracle_bound, oracle_inputs, solve
 from fundarb_core.backtest.report import summarise
-from fundarb_core.funding import HOURS_PER_YEAR
 
 FEE_REGIMES: tuple[float | None, ...] = (0.0, 1.44, 4.5, None)
 """Spec §2's report regimes (0, 1.44 and 4.5 bp per trade) and ``None`` = the venues' real schedules."""
@@ -149,15 +148,3 @@ def write_plots(conn: duckdb.DuckDBPyConnection, result: SuiteResult, base: Back
                                                        out / "positions.png",
                                                        title=f"Positions — {result.summaries[0]['label']}")
     return {k: v for k, v in files.items() if v is not None}
-
-
-def headline(summaries: Sequence[dict[str, Any]]) -> pd.DataFrame:
-    """Numeric headline per run (for JSON, MLflow and tests; :func:`report.comparison_table` formats it)."""
-    keys = ("net_apr", "net_pnl", "gross_funding", "fees", "slippage", "sharpe", "sortino", "max_drawdown",
-            "turnover", "funding_win_rate", "oracle_apr", "capture_ratio", "positions_opened", "seconds")
-    return pd.DataFrame([{"run": s["label"], **{k: s.get(k) for k in keys}} for s in summaries])
-
-
-def apr(usd: float, capital: float, hours: float) -> float:
-    """USD over ``hours`` as an annual rate on ``capital``."""
-    return usd / capital * HOURS_PER_YEAR / hours if capital and hours else float("nan")
