@@ -1,6 +1,6 @@
 """Benchmark: the strategy backtest over the bundled data — hours × assets simulated per second.
 
-The backtest replays every hour through the keeper's real cycle (:func:`fundarb_core.keeper.cycle.run_cycle`)
+The backtest replays every hour through the keeper's real cycle (:func:`fundarb_core.execution.cycle.run_cycle`)
 against the paper exchange on a private replica, so its cost is the keeper's own per-cycle cost (DuckDB reads
 for the snapshot and the venues' state, ledger writes) times the hours.  Measured here: the replica build (raw
 rows copied, SQL models rebuilt), the hourly loop, the cost-aware oracle for the same period, and the peak RSS.

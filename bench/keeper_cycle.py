@@ -10,9 +10,9 @@ Two universes:
   (consistency, mean spread, basis history), so the numbers are real series under new names while every asset
   is listed everywhere (the real data list most assets on 2–3 venues only).
 
-Each is timed over ``--cycles`` cycles of :func:`fundarb_core.keeper.plan_cycle` (median, p95), with three open
+Each is timed over ``--cycles`` cycles of :func:`fundarb_core.strategy.planning.plan_cycle` (median, p95), with three open
 positions filling ``max_positions`` = 3 so the switching branch runs, and the same discovery + planning by
-:func:`fundarb_core.keeper.reference.reference_cycle` (the per-pair Python loop, without the action choice), whose
+:func:`tests.oracles.reference_planner.reference_cycle` (the per-pair Python loop, without the action choice), whose
 plans are checked equal.  Ends with one JSON line of the figures.
 
     .venv/bin/python bench/keeper_cycle.py [--db data/fundarb.duckdb] [--as-of "2026-03-05 12:00"]
@@ -30,9 +30,9 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from fundarb_core.keeper import KeeperConfig, Position, Snapshot, plan_cycle, snapshot_from_duckdb
-from fundarb_core.keeper.reference import reference_cycle
-from fundarb_core.keeper.snapshot import PAIR_FIELDS, VENUE_FIELDS
+from fundarb_core.strategy import KeeperConfig, Position, Snapshot, plan_cycle, snapshot_from_duckdb
+from tests.oracles.reference_planner import reference_cycle
+from fundarb_core.strategy.snapshot import PAIR_FIELDS, VENUE_FIELDS
 from fundarb_core.venues import VENUES
 
 DEFAULT_DB = Path(__file__).resolve().parent.parent / "data" / "fundarb.duckdb"

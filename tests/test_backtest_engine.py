@@ -15,10 +15,10 @@ from fundarb_core.backtest.forecasts import backtest_forecasts
 from fundarb_core.backtest.policies import naive_trailing_choice
 from fundarb_core.backtest.report import contributions, risk_ratios, summarise
 from fundarb_core.forecast.registry import ForecastSettings
-from fundarb_core.keeper import KeeperConfig, plan_cycle, snapshot_from_duckdb
-from fundarb_core.keeper.cycle import run_cycle
-from fundarb_core.keeper.exchange import PaperExchange
-from fundarb_core.keeper.planning import Position
+from fundarb_core.strategy import KeeperConfig, plan_cycle, snapshot_from_duckdb
+from fundarb_core.execution.cycle import run_cycle
+from fundarb_core.simulation.paper_venue import PaperExchange
+from fundarb_core.strategy.planning import Position
 from tests.conftest import alter_after, real_db, window_tables
 
 ASSETS = ("BTC", "ETH", "SOL", "DOGE", "HYPE")

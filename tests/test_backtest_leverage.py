@@ -22,8 +22,8 @@ from fundarb_core.backtest.leverage_safety import (
     simulate_path,
     window_inputs,
 )
-from fundarb_core.keeper.config import KeeperConfig
-from fundarb_core.keeper.leverage import liquidation_distance, sigma_distance_leverage
+from fundarb_core.strategy.config import KeeperConfig
+from fundarb_core.strategy.leverage import liquidation_distance, sigma_distance_leverage
 from fundarb_core.schema import LAYOUT_FILES
 from fundarb_core.sources.replay import BUNDLED_DATA_DIR
 from fundarb_core.symbols import normalize_symbol

@@ -28,7 +28,7 @@ from fundarb_core.backtest.oracle import (
     solve_dense,
     solve_many,
 )
-from fundarb_core.keeper.config import KeeperConfig
+from fundarb_core.strategy.config import KeeperConfig
 from fundarb_core.schema import LAYOUT_FILES
 from fundarb_core.sources.replay import BUNDLED_DATA_DIR
 from fundarb_core.venues import FeeSchedule

@@ -2,7 +2,7 @@
 
 Why a real process kill: write-ahead intent + deterministic client ids + reconcile-first only matter when a process
 dies *between* two writes, which an exception never reproduces (it unwinds and rolls back).  Each case runs a keeper
-in a subprocess with ``FUNDARB_CRASH_AT=<point>`` (:mod:`fundarb_core.keeper.crashpoints`), checks that it died by
+in a subprocess with ``FUNDARB_CRASH_AT=<point>`` (:mod:`fundarb_core.execution.crashpoints`), checks that it died by
 SIGKILL (so the point was really reached), restarts a normal keeper process on the same DuckDB file at the same hour
 and the next, and checks that nothing was doubled or lost:
 
@@ -34,12 +34,12 @@ import pandas as pd
 import pytest
 
 from fundarb_core.ingest import ingest_table
-from fundarb_core.keeper.config import KeeperConfig
-from fundarb_core.keeper.crashpoints import ENV_VAR, POINTS
-from fundarb_core.keeper.cycle import run_cycle
-from fundarb_core.keeper.exchange import PaperExchange
-from fundarb_core.keeper.ledger import LIVE_POSITION, Ledger
-from fundarb_core.keeper.risk import RiskConfig, is_hedged, leg_exposure
+from fundarb_core.strategy.config import KeeperConfig
+from fundarb_core.execution.crashpoints import ENV_VAR, POINTS
+from fundarb_core.execution.cycle import run_cycle
+from fundarb_core.simulation.paper_venue import PaperExchange
+from fundarb_core.execution.ledger import LIVE_POSITION, Ledger
+from fundarb_core.execution.risk import RiskConfig, is_hedged, leg_exposure
 from fundarb_core.schema import LAYOUT_FILES, RAW_TABLES
 from fundarb_core.sources.replay import BUNDLED_DATA_DIR, ReplaySource
 from fundarb_pipelines.sql_models import build_all
@@ -56,10 +56,10 @@ RISK = RiskConfig()
 KEEPER = """
 import json, sys
 import duckdb, pandas as pd
-from fundarb_core.keeper.config import KeeperConfig
-from fundarb_core.keeper.cycle import run_cycle
-from fundarb_core.keeper.exchange import PaperExchange
-from fundarb_core.keeper.ledger import Ledger
+from fundarb_core.strategy.config import KeeperConfig
+from fundarb_core.execution.cycle import run_cycle
+from fundarb_core.simulation.paper_venue import PaperExchange
+from fundarb_core.execution.ledger import Ledger
 db, venues, assets, hours = sys.argv[1], sys.argv[2].split(","), sys.argv[3].split(","), sys.argv[4:]
 conn = duckdb.connect(db)
 cfg = KeeperConfig()

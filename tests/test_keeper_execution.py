@@ -16,13 +16,13 @@ import pandas as pd
 import pytest
 
 from fundarb_core.ingest import ingest_table
-from fundarb_core.keeper.client_ids import client_id_str, client_order_id, is_valid_client_id
-from fundarb_core.keeper.config import KeeperConfig
-from fundarb_core.keeper.costs import sqrt_impact
-from fundarb_core.keeper.cycle import run_cycle
-from fundarb_core.keeper.exchange import ExchangeAdapter, PaperExchange
-from fundarb_core.keeper.ledger import Ledger, reconcile
-from fundarb_core.keeper.performance import payment_metrics
+from fundarb_core.domain.client_ids import client_id_str, client_order_id, is_valid_client_id
+from fundarb_core.strategy.config import KeeperConfig
+from fundarb_core.strategy.costs import sqrt_impact
+from fundarb_core.execution.cycle import run_cycle
+from fundarb_core.simulation.paper_venue import ExchangeAdapter, PaperExchange
+from fundarb_core.execution.ledger import Ledger, reconcile
+from fundarb_core.execution.performance import payment_metrics
 from fundarb_core.schema import LAYOUT_FILES, RAW_TABLES
 from fundarb_core.sources.replay import BUNDLED_DATA_DIR, ReplaySource
 from fundarb_core.venues import VENUES

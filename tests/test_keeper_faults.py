@@ -18,11 +18,11 @@ import duckdb
 import pandas as pd
 import pytest
 
-from fundarb_core.keeper.config import KeeperConfig
-from fundarb_core.keeper.cycle import run_cycle
-from fundarb_core.keeper.exchange import FaultPlan, PaperExchange
-from fundarb_core.keeper.ledger import Ledger
-from fundarb_core.keeper.risk import RiskConfig, is_hedged, leg_exposure, net_deltas
+from fundarb_core.strategy.config import KeeperConfig
+from fundarb_core.execution.cycle import run_cycle
+from fundarb_core.simulation.paper_venue import FaultPlan, PaperExchange
+from fundarb_core.execution.ledger import Ledger
+from fundarb_core.execution.risk import RiskConfig, is_hedged, leg_exposure, net_deltas
 from tests.test_keeper_execution import VENUE_IDS, assert_ledger_balances, build_db
 
 START = pd.Timestamp("2026-01-08 00:00")

@@ -8,9 +8,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from fundarb_core.keeper.basis import basis_checks, basis_payback_hours, basis_risk_bp, basis_z
-from fundarb_core.keeper.config import KeeperConfig
-from fundarb_core.keeper.costs import (
+from fundarb_core.strategy.basis import basis_checks, basis_payback_hours, basis_risk_bp, basis_z
+from fundarb_core.strategy.config import KeeperConfig
+from fundarb_core.strategy.costs import (
     break_even_hours,
     break_even_reject,
     entry_fees_usd,
@@ -22,11 +22,11 @@ from fundarb_core.keeper.costs import (
     round_trip_slippage_usd,
     sqrt_impact,
 )
-from fundarb_core.keeper.health import below_target, health_actions, health_factor, reduce_size
-from fundarb_core.keeper.leverage import adjusted_k, liquidation_distance, sigma_distance_leverage, sigma_from_bars
-from fundarb_core.keeper.scoring import composite_score
-from fundarb_core.keeper.sizing import SIZE_CONSTRAINTS, below_min_size, drawdown_scale, low_volume, position_size
-from fundarb_core.keeper.switching import should_switch, switch_break_even
+from fundarb_core.strategy.health import below_target, health_actions, health_factor, reduce_size
+from fundarb_core.strategy.leverage import adjusted_k, liquidation_distance, sigma_distance_leverage, sigma_from_bars
+from fundarb_core.strategy.scoring import composite_score
+from fundarb_core.strategy.sizing import SIZE_CONSTRAINTS, below_min_size, drawdown_scale, low_volume, position_size
+from fundarb_core.strategy.switching import should_switch, switch_break_even
 from fundarb_core.venues import FeeSchedule
 
 CFG = KeeperConfig()

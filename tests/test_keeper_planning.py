@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fundarb_core.keeper import (
+from fundarb_core.strategy import (
     REASONS,
     KeeperConfig,
     Position,
@@ -28,8 +28,8 @@ from fundarb_core.keeper import (
     snapshot_from_duckdb,
     snapshot_from_frames,
 )
-from fundarb_core.keeper.planning import PLAN_COLUMNS
-from fundarb_core.keeper.reference import reference_cycle
+from fundarb_core.strategy.planning import PLAN_COLUMNS
+from tests.oracles.reference_planner import reference_cycle
 from fundarb_core.schema import LAYOUT_FILES
 from fundarb_core.sources.replay import BUNDLED_DATA_DIR
 from tests.conftest import alter_after, real_db, window_tables

@@ -1,10 +1,10 @@
 """The strategy backtest: history replayed hour by hour through the keeper's own cycle.
 
-Why :func:`~fundarb_core.keeper.cycle.run_cycle` itself and not a vectorised re-implementation: a backtest that
+Why :func:`~fundarb_core.execution.cycle.run_cycle` itself and not a vectorised re-implementation: a backtest that
 re-codes the rules in a simpler form measures the simpler form.  Here every hour runs the real cycle —
 reconcile, single legs, health (reduce < 1.5, close < 1.2), snapshot, discovery, filters, σ-distance leverage,
 sizing, costs, basis checks, break-even-aware switching, risk limits, at most one action — against
-:class:`~fundarb_core.keeper.exchange.PaperExchange`, whose fill (touch ± √-impact, maker in / taker out) and
+:class:`~fundarb_core.simulation.paper_venue.PaperExchange`, whose fill (touch ± √-impact, maker in / taker out) and
 funding (every settlement paid to the position held at its instant) rules are the paper keeper's.  The only hooks
 are where the market view comes from (a private replica of the data) and, for the naive rule, which plan is taken
 (:mod:`fundarb_core.backtest.policies`).
@@ -40,12 +40,12 @@ import pandas as pd
 
 from fundarb_core.backtest.report import LedgerView
 from fundarb_core.forecast.registry import ForecastSettings
-from fundarb_core.keeper.config import KeeperConfig
-from fundarb_core.keeper.cycle import Chooser, run_cycle
-from fundarb_core.keeper.exchange import PaperExchange
-from fundarb_core.keeper.ledger import Ledger, reconcile
-from fundarb_core.keeper.risk import RiskConfig
-from fundarb_core.keeper.snapshot import Snapshot, snapshot_from_duckdb
+from fundarb_core.strategy.config import KeeperConfig
+from fundarb_core.execution.cycle import Chooser, run_cycle
+from fundarb_core.simulation.paper_venue import PaperExchange
+from fundarb_core.execution.ledger import Ledger, reconcile
+from fundarb_core.execution.risk import RiskConfig
+from fundarb_core.strategy.snapshot import Snapshot, snapshot_from_duckdb
 from fundarb_core.sql_models import build_all
 from fundarb_core.venues import VENUES, FeeSchedule
 

@@ -94,8 +94,8 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from fundarb_core.keeper.config import KeeperConfig
-from fundarb_core.keeper.leverage import liquidation_distance, sigma_distance_leverage, sigma_from_bars
+from fundarb_core.strategy.config import KeeperConfig
+from fundarb_core.strategy.leverage import liquidation_distance, sigma_distance_leverage, sigma_from_bars
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ ordered venue pair ``(short venue, long venue)`` of the venues that list the ass
 ``pairs[k]``).  A backtest's net funding divided by this bound is its capture ratio.
 
 Conventions — each chosen to match the strategy backtest (a keeper cycle at every whole hour over the paper
-exchange, :class:`fundarb_core.keeper.exchange.PaperExchange`), so that the bound is comparable:
+exchange, :class:`fundarb_core.simulation.paper_venue.PaperExchange`), so that the bound is comparable:
 
 * **Timing.**  At decision hour ``h`` the oracle chooses the state held over ``(h, h + 1]``.  The paper exchange
   pays a settlement to the position held at the settlement instant and a position opened at a settlement instant
@@ -34,7 +34,7 @@ exchange, :class:`fundarb_core.keeper.exchange.PaperExchange`), so that the boun
   2 × half_spread + impact_s(h) + impact_l(h)``, exiting ``taker_s + taker_l + 2 × half_spread + impact_s(h) +
   impact_l(h)`` (both legs fill at the touch, mid ∓ half spread, moved by the square-root impact), switching
   ``i → j`` = exit(i) + entry(j), staying and flat → flat cost nothing.  Impact is
-  :func:`~fundarb_core.keeper.costs.sqrt_impact` of the oracle's leg size against the liquidity as of ``h``
+  :func:`~fundarb_core.strategy.costs.sqrt_impact` of the oracle's leg size against the liquidity as of ``h``
   (the latest positive value at or before ``h`` and at most 24 h old, as the paper exchange): the thinner side of
   ``orderbook_depth`` (``least(bid, ask)``; the paper exchange uses the side the order hits, so where depth is
   known the oracle's impact can be a touch higher than the fill's — book depth is rarely in the data), else
@@ -65,8 +65,8 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from fundarb_core.keeper.config import KeeperConfig
-from fundarb_core.keeper.costs import sqrt_impact
+from fundarb_core.strategy.config import KeeperConfig
+from fundarb_core.strategy.costs import sqrt_impact
 
 HOUR_US = 3_600_000_000
 """One hour in microseconds (the resolution of the decision-hour grid)."""

@@ -2,8 +2,8 @@
 
 The strategy backtest compares the keeper against a naive rule a trader would write in an afternoon, so both
 must pay the same fees, slippage and risk limits: the naive rule is a
-:data:`~fundarb_core.keeper.cycle.Chooser`, i.e. it only replaces *which* plan is taken in
-:func:`~fundarb_core.keeper.cycle.run_cycle`; sizing, leverage, execution, funding and the ledger stay the keeper's.
+:data:`~fundarb_core.execution.cycle.Chooser`, i.e. it only replaces *which* plan is taken in
+:func:`~fundarb_core.execution.cycle.run_cycle`; sizing, leverage, execution, funding and the ledger stay the keeper's.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from fundarb_core.keeper.config import KeeperConfig
-from fundarb_core.keeper.planning import Action, Position
-from fundarb_core.keeper.snapshot import Snapshot
+from fundarb_core.strategy.config import KeeperConfig
+from fundarb_core.strategy.planning import Action, Position
+from fundarb_core.strategy.snapshot import Snapshot
 
 UNSIZED_REASONS = frozenset({"no_liquidity_data", "low_volume", "below_min_size"})
 """Plans the naive rule may not take: without a liquidity measure or volume the keeper cannot size or cost a

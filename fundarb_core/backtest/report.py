@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from fundarb_core.funding import HOURS_PER_YEAR
-from fundarb_core.keeper.performance import payment_metrics
+from fundarb_core.execution.performance import payment_metrics
 
 
 @dataclass
@@ -229,7 +229,7 @@ def ledger_view(conn: duckdb.DuckDBPyConnection, half_spread_bps: float = 1.0, l
                          "JOIN ledger_orders o USING (venue, client_id) ORDER BY f.seq").df()
     marks = pd.DataFrame(columns=["venue", "asset", "qty", "mark"])
     if "paper_positions" in have and "paper_state" in have:
-        from fundarb_core.keeper.exchange import PaperExchange  # the paper venue's own price rule for the marks
+        from fundarb_core.simulation.paper_venue import PaperExchange  # the paper venue's own price rule for the marks
 
         ex = PaperExchange(conn, half_spread_bps=half_spread_bps)
         if ex.now is not None:

@@ -16,9 +16,9 @@ import duckdb as duckdb_lib
 import pandas as pd
 from pydantic import Field
 
-from fundarb_core.keeper.config import KeeperConfig
-from fundarb_core.keeper.cycle import run_cycle
-from fundarb_core.keeper.exchange import ExchangeAdapter, PaperExchange
+from fundarb_core.strategy.config import KeeperConfig
+from fundarb_core.execution.cycle import run_cycle
+from fundarb_core.simulation.paper_venue import ExchangeAdapter, PaperExchange
 from fundarb_pipelines.metadata import markdown_table
 from fundarb_pipelines.resources import DUCKDB_POOL, FundarbDuckDB
 
@@ -80,7 +80,7 @@ def keeper_cycle(context: dg.AssetExecutionContext, config: KeeperRunConfig, duc
         now = _as_of(conn, config.as_of)
         exchange: ExchangeAdapter
         if config.mode == "live":
-            from fundarb_core.keeper.ccxt_exchange import CcxtExchange  # real venues, keys from the environment
+            from fundarb_core.venues.ccxt_venue import CcxtExchange  # real venues, keys from the environment
 
             exchange = CcxtExchange(venues=config.live_venues)
             venues: list[str] | None = list(config.live_venues)

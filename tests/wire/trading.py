@@ -1,6 +1,6 @@
 """Loopback servers that add the venues' real *private trading* endpoints to the public wire servers.
 
-Why: :class:`fundarb_core.keeper.ccxt_exchange.CcxtExchange` must be tested with the real ccxt classes
+Why: :class:`fundarb_core.venues.ccxt_venue.CcxtExchange` must be tested with the real ccxt classes
 building, signing and parsing real requests; only the network peer is fake.  These servers extend
 :mod:`tests.wire.servers` (same request log, same fault injection, same bundled prices) with the endpoints
 ccxt 4.5.90 calls for orders, positions, balances and leverage:

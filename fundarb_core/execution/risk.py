@@ -11,7 +11,7 @@ Choices (the spec leaves them open):
   30-minute cooldown.  A leg with an order whose status is unknown is not retried (that order may have filled):
   reconcile settles it first.
 * **Health** is the venue's cross-margin health (equity / maintenance) and a position's health its weaker leg's
-  venue; < 1.5 reduces both legs by 50 %, < 1.2 closes (:mod:`fundarb_core.keeper.health`).
+  venue; < 1.5 reduces both legs by 50 %, < 1.2 closes (:mod:`fundarb_core.strategy.health`).
 * **Delta**: a leg's delta is qty × mark (USD).  Limits: portfolio |net delta| ≤ ``max_portfolio_net_delta_usd``
   counted over hedged positions (a naked leg under repair is bounded by the retry budget instead), and per venue
   ≤ ``max_venue_net_delta_usd``, checked before an entry (a plan that would breach is rejected with
@@ -33,10 +33,10 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from fundarb_core.keeper.config import KeeperConfig
-from fundarb_core.keeper.exchange import ExchangeAdapter, Side, VenuePosition
-from fundarb_core.keeper.health import CLOSE, REDUCE, health_action_codes
-from fundarb_core.keeper.ledger import Ledger, LedgerPosition, order_price, send_order
+from fundarb_core.strategy.config import KeeperConfig
+from fundarb_core.simulation.paper_venue import ExchangeAdapter, Side, VenuePosition
+from fundarb_core.strategy.health import CLOSE, REDUCE, health_action_codes
+from fundarb_core.execution.ledger import Ledger, LedgerPosition, order_price, send_order
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from fundarb_core.funding import HOURS_PER_YEAR
-from fundarb_core.keeper.config import KeeperConfig
+from fundarb_core.strategy.config import KeeperConfig
 
 FloatArray = npt.NDArray[np.float64]
 ArrayLike = float | FloatArray

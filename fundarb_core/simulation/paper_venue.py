@@ -1,8 +1,8 @@
 """The venue side of the keeper: the :class:`ExchangeAdapter` protocol and :class:`PaperExchange`, the default.
 
-Why a protocol: the cycle (:mod:`fundarb_core.keeper.cycle`) talks to venues only through these calls, so paper
+Why a protocol: the cycle (:mod:`fundarb_core.execution.cycle`) talks to venues only through these calls, so paper
 trading, tests with injected faults and (later) a live ccxt adapter are interchangeable.  Sizes are USD notional,
-quantities base units (signed: short < 0), client ids strings (:mod:`fundarb_core.keeper.client_ids`).
+quantities base units (signed: short < 0), client ids strings (:mod:`fundarb_core.domain.client_ids`).
 
 :class:`PaperExchange` — rules (each a choice the spec leaves open):
 
@@ -13,7 +13,7 @@ quantities base units (signed: short < 0), client ids strings (:mod:`fundarb_cor
   venue by the same rule (the legs are one underlying; the bundled data has no Hyperliquid/Lighter bars).
 * **Book top**: the data has mids, not quotes, so bid/ask = mid × (1 ∓ ``half_spread_bps``) (1 bp each side).
 * **Fills**: a limit sell at or below the bid (buy at or above the ask) fills at once at the touch moved by the
-  keeper's √-impact (:func:`fundarb_core.keeper.costs.sqrt_impact`, ``base_impact`` of the config, liquidity =
+  keeper's √-impact (:func:`fundarb_core.strategy.costs.sqrt_impact`, ``base_impact`` of the config, liquidity =
   that side's book depth, else open interest, else 24 h volume; no impact when none is known).  A limit that
   does not cross rests (``open``) and is re-tried at every :meth:`PaperExchange.advance_to`.  Fees: maker on
   opening orders, taker on ``reduce_only`` (exit) orders, the venue's schedule from ``KeeperConfig.fees``.
@@ -50,8 +50,8 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from fundarb_core.keeper.config import KeeperConfig
-from fundarb_core.keeper.costs import sqrt_impact
+from fundarb_core.strategy.config import KeeperConfig
+from fundarb_core.strategy.costs import sqrt_impact
 
 Side = Literal["buy", "sell"]
 FaultKind = Literal["fail", "reject", "partial", "timeout", "none"]

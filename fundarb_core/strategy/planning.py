@@ -1,10 +1,10 @@
 """Discovery, filtering, planning and the choice of one action per cycle (spec §4–§6.4), all vectorised.
 
-``discover`` turns a :class:`~fundarb_core.keeper.snapshot.Snapshot` into every candidate — each canonical
+``discover`` turns a :class:`~fundarb_core.strategy.snapshot.Snapshot` into every candidate — each canonical
 asset listed on ≥ 2 venues × each ordered venue pair whose per-hour spread is positive — with the first
 discovery filter it fails; ``build_plans`` sizes, costs and checks the candidates that pass; ``choose_action``
 picks at most one entry or switch.  All of it is numpy over the ``(asset, short, long)`` cube: no Python loop
-per pair (the per-pair loop of :mod:`fundarb_core.keeper.reference` computes the same plans and is the
+per pair (the per-pair loop of :mod:`tests.oracles.reference_planner` computes the same plans and is the
 test oracle).
 
 Choices the spec leaves open (the formula modules document theirs):
@@ -35,9 +35,9 @@ import numpy.typing as npt
 import pandas as pd
 
 from fundarb_core.funding import HOURS_PER_YEAR
-from fundarb_core.keeper.basis import basis_checks, basis_risk_bp, basis_z
-from fundarb_core.keeper.config import KeeperConfig
-from fundarb_core.keeper.costs import (
+from fundarb_core.strategy.basis import basis_checks, basis_risk_bp, basis_z
+from fundarb_core.strategy.config import KeeperConfig
+from fundarb_core.strategy.costs import (
     break_even_hours,
     break_even_reject,
     entry_fees_usd,
@@ -47,11 +47,11 @@ from fundarb_core.keeper.costs import (
     round_trip_slippage_usd,
     sqrt_impact,
 )
-from fundarb_core.keeper.leverage import adjusted_k, liquidation_distance, sigma_distance_leverage
-from fundarb_core.keeper.scoring import composite_score
-from fundarb_core.keeper.sizing import SIZE_CONSTRAINTS, below_min_size, low_volume, position_size
-from fundarb_core.keeper.snapshot import Snapshot
-from fundarb_core.keeper.switching import should_switch
+from fundarb_core.strategy.leverage import adjusted_k, liquidation_distance, sigma_distance_leverage
+from fundarb_core.strategy.scoring import composite_score
+from fundarb_core.strategy.sizing import SIZE_CONSTRAINTS, below_min_size, low_volume, position_size
+from fundarb_core.strategy.snapshot import Snapshot
+from fundarb_core.strategy.switching import should_switch
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]

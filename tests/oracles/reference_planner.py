@@ -1,6 +1,6 @@
 """The straightforward per-pair planner: the spec's pseudo-code as a Python loop, scalar ``math`` only.
 
-This is the oracle the vectorised :mod:`fundarb_core.keeper.planning` is tested against (same candidates,
+This is the oracle the vectorised :mod:`fundarb_core.strategy.planning` is tested against (same candidates,
 same plans, same reasons) and the baseline the benchmark compares it with.  It deliberately shares no
 formula code with the vectorised path — only the configuration, the snapshot and the reason names — so an
 indexing or broadcasting mistake there cannot be reproduced here.  It applies the same documented choices
@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fundarb_core.keeper.config import KeeperConfig
-from fundarb_core.keeper.planning import PLAN_COLUMNS, REASONS
-from fundarb_core.keeper.sizing import SIZE_CONSTRAINTS
-from fundarb_core.keeper.snapshot import Snapshot
+from fundarb_core.strategy.config import KeeperConfig
+from fundarb_core.strategy.planning import PLAN_COLUMNS, REASONS
+from fundarb_core.strategy.sizing import SIZE_CONSTRAINTS
+from fundarb_core.strategy.snapshot import Snapshot
 
 HOURS_PER_YEAR = 8760.0
 

@@ -1,6 +1,6 @@
 """Spec §2 economics as numpy-vectorised formulas (scalars or arrays of candidates, broadcast together).
 
-Conventions (see :mod:`fundarb_core.keeper.config`): spreads per hour or APR, sizes the USD notional of one
+Conventions (see :mod:`fundarb_core.strategy.config`): spreads per hour or APR, sizes the USD notional of one
 leg, costs in USD unless the name says ``frac``.
 
 Why yields are on margin: the spec's gross yield ``(F_high − F_low) × L`` is the return on the margin of one

@@ -33,7 +33,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from fundarb_core.funding import per_hour
-from fundarb_core.keeper.config import KeeperConfig
+from fundarb_core.strategy.config import KeeperConfig
 from fundarb_core.venues import VENUES
 
 FloatArray = npt.NDArray[np.float64]

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from dataclasses import dataclass
 
 HEX_VENUES = frozenset({"hyperliquid", "hyperliquid-xyz"})
 INT48_VENUES = frozenset({"lighter"})
@@ -73,3 +74,20 @@ def is_valid_client_id(venue: str, client_id: str | int) -> bool:
             return False
         return 0 <= value <= top and str(value) == str(client_id)
     return isinstance(client_id, str) and bool(_STRING_RE.match(client_id))
+
+
+@dataclass(frozen=True)
+class ClientOrderId:
+    """The deterministic id of one order: (position, leg, attempt), rendered in ``venue``'s format."""
+
+    venue: str
+    position_id: str
+    leg: str
+    attempt: int = 0
+
+    @property
+    def value(self) -> str:
+        return client_id_str(self.venue, self.position_id, self.leg, self.attempt)
+
+    def __str__(self) -> str:
+        return self.value

@@ -31,9 +31,9 @@ from typing import Any
 import duckdb
 import pandas as pd
 
-from fundarb_core.keeper.client_ids import client_id_str
-from fundarb_core.keeper.crashpoints import crashpoint
-from fundarb_core.keeper.exchange import (
+from fundarb_core.domain.client_ids import client_id_str
+from fundarb_core.execution.crashpoints import crashpoint
+from fundarb_core.simulation.paper_venue import (
     ExchangeAdapter,
     ExchangeError,
     FundingPayment,

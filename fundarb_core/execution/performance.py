@@ -26,8 +26,8 @@ import numpy as np
 import pandas as pd
 
 from fundarb_core.funding import HOURS_PER_YEAR
-from fundarb_core.keeper.exchange import ExchangeAdapter
-from fundarb_core.keeper.ledger import Ledger
+from fundarb_core.simulation.paper_venue import ExchangeAdapter
+from fundarb_core.execution.ledger import Ledger
 
 
 def payment_metrics(amounts: np.ndarray) -> dict[str, float]:

@@ -1,4 +1,4 @@
-"""The live venue adapter: :class:`CcxtExchange` implements :class:`~fundarb_core.keeper.exchange.ExchangeAdapter`
+"""The live venue adapter: :class:`CcxtExchange` implements :class:`~fundarb_core.simulation.paper_venue.ExchangeAdapter`
 with the real ccxt exchange classes.
 
 Why each rule:
@@ -42,7 +42,7 @@ from typing import Any, TypeVar
 
 import ccxt
 
-from fundarb_core.keeper.exchange import (
+from fundarb_core.simulation.paper_venue import (
     Balance,
     BookTop,
     ExchangeError,

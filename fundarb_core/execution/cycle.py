@@ -24,13 +24,13 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from fundarb_core.keeper.config import KeeperConfig
-from fundarb_core.keeper.crashpoints import crashpoint
-from fundarb_core.keeper.exchange import ExchangeAdapter, PaperExchange
-from fundarb_core.keeper.ledger import Ledger, ReconcileReport, reconcile, send_order
-from fundarb_core.keeper.performance import performance
-from fundarb_core.keeper.planning import Action, Position, choose_action, mark_positions, plan_cycle
-from fundarb_core.keeper.risk import (
+from fundarb_core.strategy.config import KeeperConfig
+from fundarb_core.execution.crashpoints import crashpoint
+from fundarb_core.simulation.paper_venue import ExchangeAdapter, PaperExchange
+from fundarb_core.execution.ledger import Ledger, ReconcileReport, reconcile, send_order
+from fundarb_core.execution.performance import performance
+from fundarb_core.strategy.planning import Action, Position, choose_action, mark_positions, plan_cycle
+from fundarb_core.execution.risk import (
     RiskConfig,
     close_position,
     data_age_hours,
@@ -43,11 +43,11 @@ from fundarb_core.keeper.risk import (
     net_deltas,
     repair_single_legs,
 )
-from fundarb_core.keeper.snapshot import Snapshot, snapshot_from_duckdb
+from fundarb_core.strategy.snapshot import Snapshot, snapshot_from_duckdb
 
 Chooser = Callable[[pd.DataFrame, list[Position], Snapshot, KeeperConfig], Action]
 """Picks the cycle's one action from the plans (risk limits applied) and the held positions, re-marked at the
-snapshot; the keeper's own is :func:`~fundarb_core.keeper.planning.choose_action`.  A backtest passes another rule
+snapshot; the keeper's own is :func:`~fundarb_core.strategy.planning.choose_action`.  A backtest passes another rule
 (e.g. the naive trailing-24 h rule) so it runs through exactly the same execution and risk path."""
 
 SnapshotFn = Callable[[datetime, Mapping[str, float]], Snapshot]

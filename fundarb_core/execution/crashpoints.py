@@ -1,7 +1,7 @@
 """Named crash points for testing the keeper's crash recovery.
 
-Why: the keeper's safety rests on write-ahead intent (:func:`fundarb_core.keeper.ledger.send_order`), deterministic
-client ids and :func:`fundarb_core.keeper.ledger.reconcile` at the start of every cycle.  Those only matter when a
+Why: the keeper's safety rests on write-ahead intent (:func:`fundarb_core.execution.ledger.send_order`), deterministic
+client ids and :func:`fundarb_core.execution.ledger.reconcile` at the start of every cycle.  Those only matter when a
 process dies *between* two writes — a case ordinary exceptions do not reproduce (they unwind, roll back and run
 ``finally`` blocks).  :func:`crashpoint` marks every step boundary of a cycle; when the environment variable
 ``FUNDARB_CRASH_AT`` names one, the process kills itself there with a real ``SIGKILL`` (no cleanup, no ``atexit``,

@@ -1,0 +1,1 @@
+"""Execution: the venue protocol, sending orders with client-id look-up, reconciliation, risk, the ledger model and the keeper cycle."""

@@ -1,0 +1,43 @@
+"""The keeper's planning half (spec ``shared/specs/keeper.md`` §1–§7): pure, vectorised functions.
+
+* :mod:`~fundarb_core.strategy.config` — :class:`KeeperConfig`, every number of the spec;
+* formulas — :mod:`~fundarb_core.strategy.costs` (§2), :mod:`~fundarb_core.strategy.leverage` and
+  :mod:`~fundarb_core.strategy.sizing` (§3), :mod:`~fundarb_core.strategy.basis` (§5),
+  :mod:`~fundarb_core.strategy.health` (§6.2), :mod:`~fundarb_core.strategy.switching` (§6.4),
+  :mod:`~fundarb_core.strategy.scoring` (§4);
+* :mod:`~fundarb_core.strategy.snapshot` — the market state as arrays and its DuckDB loader;
+* :mod:`~fundarb_core.strategy.planning` — discover → plans → one action per cycle;
+* :mod:`~tests.oracles.reference_planner` — the per-pair loop oracle.
+
+Execution (orders, paper/live fills, single-leg repair) is not here.
+"""
+
+from fundarb_core.strategy.config import KeeperConfig
+from fundarb_core.strategy.planning import (
+    REASONS,
+    Action,
+    CycleResult,
+    Position,
+    build_plans,
+    choose_action,
+    discover,
+    mark_positions,
+    plan_cycle,
+)
+from fundarb_core.strategy.snapshot import Snapshot, snapshot_from_duckdb, snapshot_from_frames
+
+__all__ = [
+    "REASONS",
+    "Action",
+    "CycleResult",
+    "KeeperConfig",
+    "Position",
+    "Snapshot",
+    "build_plans",
+    "choose_action",
+    "discover",
+    "mark_positions",
+    "plan_cycle",
+    "snapshot_from_duckdb",
+    "snapshot_from_frames",
+]
