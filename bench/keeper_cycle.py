@@ -10,7 +10,8 @@ Two universes:
   (consistency, mean spread, basis history), so the numbers are real series under new names while every asset
   is listed everywhere (the real data list most assets on 2–3 venues only).
 
-Each is timed over ``--cycles`` cycles of :func:`fundarb_core.strategy.planning.plan_cycle` (median, p95), with three open
+Each is timed over ``--cycles`` cycles of :func:`fundarb_core.strategy.planning.plan_cycle` (median, p95), with
+three open
 positions filling ``max_positions`` = 3 so the switching branch runs, and the same discovery + planning by
 :func:`tests.oracles.reference_planner.reference_cycle` (the per-pair Python loop, without the action choice), whose
 plans are checked equal.  Ends with one JSON line of the figures.
@@ -30,10 +31,11 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from fundarb_core.strategy import KeeperConfig, Position, Snapshot, plan_cycle, snapshot_from_duckdb
-from tests.oracles.reference_planner import reference_cycle
+from fundarb_core.storage.market_view import WarehouseMarketView
+from fundarb_core.strategy import KeeperConfig, Position, Snapshot, plan_cycle
 from fundarb_core.strategy.snapshot import PAIR_FIELDS, VENUE_FIELDS
 from fundarb_core.venues import VENUES
+from tests.oracles.reference_planner import reference_cycle
 
 DEFAULT_DB = Path(__file__).resolve().parent.parent / "data" / "fundarb.duckdb"
 
@@ -115,9 +117,10 @@ def main() -> None:
 
     with duckdb.connect(args.db, read_only=True) as conn:
         t0 = time.perf_counter()
-        real = snapshot_from_duckdb(conn, as_of, config=config)
+        view = WarehouseMarketView(conn, config)
+        real = view.snapshot(as_of.to_pydatetime(), config=config)
         load_ms = (time.perf_counter() - t0) * 1e3
-        pool = [real] + [snapshot_from_duckdb(conn, as_of - pd.Timedelta(hours=h), config=config)
+        pool = [real] + [view.snapshot((as_of - pd.Timedelta(hours=h)).to_pydatetime(), config=config)
                          for h in range(1, args.pool_hours)]
     scaled = scaled_snapshot(pool, args.assets, tuple(VENUES))
 

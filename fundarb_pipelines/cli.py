@@ -189,13 +189,18 @@ def keeper_once(instance: dg.DagsterInstance, args: argparse.Namespace) -> dg.Ex
     from fundarb_pipelines.assets.keeper import keeper_assets
     from fundarb_pipelines.definitions import build_resources
 
-    cfg: dict[str, object] = {"mode": args.mode, "dry_run": args.dry_run}
+    cfg: dict[str, object] = {"dry_run": args.dry_run}
     if args.as_of:
         cfg["as_of"] = args.as_of
+    resources = build_resources()
+    if args.mode:  # the command line's --mode overrides FUNDARB_KEEPER_MODE for this cycle
+        from fundarb_pipelines.trading import KeeperTrading
+
+        resources["trading"] = KeeperTrading(mode=args.mode, ledger_path=os.environ.get("FUNDARB_LEDGER", ""))
     return dg.materialize(
         keeper_assets,
         instance=instance,
-        resources=build_resources(),
+        resources=resources,
         run_config={"ops": {"keeper_cycle": {"config": cfg}},
                     "loggers": {"console": {"config": {"log_level": "WARNING"}}}},
         tags={"fundarb/command": "keeper"},
@@ -381,7 +386,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     bt.add_argument("--json", action="store_true", help="print the report as one JSON document")
     kp = sub.add_parser("keeper", help="run the keeper")
     kp.add_argument("--once", action="store_true", required=True, help="one cycle, then exit")
-    kp.add_argument("--mode", default="paper", choices=["paper", "live"], help="live also needs FUNDARB_LIVE=1")
+    kp.add_argument("--mode", default=None, choices=["paper", "live"],
+                    help="default: FUNDARB_KEEPER_MODE, else paper; live also needs FUNDARB_LIVE=1")
     kp.add_argument("--dry-run", action="store_true", help="plan and record decisions, send no orders")
     kp.add_argument("--as-of", default=None, help="cycle time (UTC); default: the data's latest hour")
     dev = sub.add_parser("dev", help="serve the Dagster UI on this project (dagster dev with the project's home)")

@@ -21,6 +21,7 @@ from fundarb_pipelines.resources import (
 from fundarb_pipelines.schedules import daily_retrain_schedule, hourly_ingest_schedule, ingest_job, retrain_job
 from fundarb_pipelines.sensors import fresh_inputs_keeper_sensor
 from fundarb_pipelines.sql_models import sql_assets, sql_checks
+from fundarb_pipelines.trading import trading_from_env
 
 
 def build_resources() -> dict[str, dg.ConfigurableResource]:
@@ -30,6 +31,7 @@ def build_resources() -> dict[str, dg.ConfigurableResource]:
         "market_source": MarketSourceResource(kind=source_kind_from_env()),
         "mlflow_tracking": MlflowTracking(),
         "forecast_config": ForecastConfig(),
+        "trading": trading_from_env(),
     }
 
 

@@ -18,6 +18,7 @@ from fundarb_pipelines.assets.backtest import backtest_assets, tradable_end
 from fundarb_pipelines.assets.forecast import MlflowTracking
 from fundarb_pipelines.cli import main
 from fundarb_pipelines.resources import FundarbDuckDB
+from fundarb_pipelines.trading import KeeperTrading
 from tests.conftest import real_db, window_tables, write_layout
 
 ASSETS = ["BTC", "ETH", "SOL"]
@@ -45,6 +46,7 @@ def test_backtest_assets_materialise_with_reports_plots_and_mlflow_runs(bt_db: P
     uri = os.environ["MLFLOW_TRACKING_URI"]
     res = dg.materialize(backtest_assets, run_config=config,
                          resources={"duckdb": FundarbDuckDB(database=str(bt_db)),
+                                    "trading": KeeperTrading(ledger_path=str(tmp_path / "ledger.duckdb")),
                                     "mlflow_tracking": MlflowTracking(tracking_uri=uri)})
     assert res.success
     strat = res.asset_materializations_for_node("strategy_backtest")[0].metadata
@@ -121,7 +123,8 @@ def test_keeper_ledger_report_is_the_backtest_report_of_what_was_realised(bt_db:
 
     db = tmp_path / "keeper.duckdb"
     shutil.copy(bt_db, db)
-    resources = {"duckdb": FundarbDuckDB(database=str(db))}
+    ledger_db = tmp_path / "ledger.duckdb"  # the keeper's trading file, beside the warehouse
+    resources = {"duckdb": FundarbDuckDB(database=str(db)), "trading": KeeperTrading(ledger_path=str(ledger_db))}
     for hour in pd.date_range("2026-01-14 00:00", "2026-01-14 10:00", freq="h"):
         res = dg.materialize(keeper_assets, resources=resources,
                              run_config={"ops": {"keeper_cycle": {"config": {"as_of": str(hour)}}}})
@@ -129,12 +132,14 @@ def test_keeper_ledger_report_is_the_backtest_report_of_what_was_realised(bt_db:
     res = dg.materialize([keeper_ledger_report], resources=resources)
     meta = res.asset_materializations_for_node("keeper_ledger_report")[0].metadata
     summary = res.output_for_node("keeper_ledger_report")
-    with duckdb.connect(str(db), read_only=True) as conn:
+    with duckdb.connect(str(ledger_db), read_only=True) as conn:
         positions = conn.execute("SELECT count(*) FROM ledger_positions").fetchall()[0][0]
         equity = conn.execute("SELECT equity_usd FROM performance_snapshots ORDER BY ts").fetchall()
         capital = conn.execute("SELECT sum(initial_usd) FROM ledger_accounts").fetchall()[0][0]
-    with duckdb.connect(str(db)) as conn:
-        view = ledger_view(conn)
+    with duckdb.connect(str(db)) as market, duckdb.connect(str(ledger_db)) as conn:
+        view = ledger_view(conn, market)
+        assert market.execute("SELECT count(*) FROM information_schema.tables WHERE table_name LIKE 'ledger%' "
+                              "OR table_name LIKE 'paper%'").fetchall()[0][0] == 0  # trading stays out
     assert view is not None and positions >= 1 and meta["positions"].value == positions
     assert summary["net_pnl"] == pytest.approx(equity[-1][0] - capital)
     assert contributions(view)["net_usd"].sum() == pytest.approx(summary["net_pnl"], abs=1e-6)

@@ -15,11 +15,10 @@ from fundarb_core.backtest.forecasts import backtest_forecasts
 from fundarb_core.backtest.policies import naive_trailing_choice
 from fundarb_core.backtest.report import contributions, risk_ratios, summarise
 from fundarb_core.forecast.registry import ForecastSettings
-from fundarb_core.strategy import KeeperConfig, plan_cycle, snapshot_from_duckdb
-from fundarb_core.execution.cycle import run_cycle
-from fundarb_core.simulation.paper_venue import PaperExchange
+from fundarb_core.strategy import KeeperConfig, plan_cycle
 from fundarb_core.strategy.planning import Position
 from tests.conftest import alter_after, real_db, window_tables
+from tests.keeper_support import cycle, paper_venue, snapshot_at
 
 ASSETS = ("BTC", "ETH", "SOL", "DOGE", "HYPE")
 START, END = pd.Timestamp("2026-01-14"), pd.Timestamp("2026-01-16")
@@ -87,8 +86,8 @@ def test_first_cycle_is_the_live_keepers_decision(db: duckdb.DuckDBPyConnection,
         live.register("_x", replica.sql(f"SELECT * FROM {name}").to_arrow_table())
         live.execute(f"CREATE TABLE {name} AS SELECT * FROM _x")
         live.unregister("_x")
-    ex = PaperExchange(live, KeeperConfig(), initial_balances={v: 10_000.0 for v in venues}, now=t)
-    rep = run_cycle(live, ex, KeeperConfig(), t, venues=venues, dry_run=True)
+    ex = paper_venue(live, KeeperConfig(), initial_balances={v: 10_000.0 for v in venues}, now=t)
+    rep = cycle(live, ex, KeeperConfig(), t, venues=venues, dry_run=True)
     assert rep.action == first["action"] == "enter"
     taken = live.execute("SELECT asset, short_venue, long_venue FROM cycle_decisions WHERE taken AND stage = 'plan'"
                          ).fetchall()
@@ -148,7 +147,7 @@ def test_naive_rule_holds_the_best_trailing_pair_and_switches_at_twice(db: duckd
     cfg, one_slot = KeeperConfig(), KeeperConfig(max_positions=1)
     unsized = ["no_liquidity_data", "low_volume", "below_min_size"]
     for t in pd.date_range(START, END, freq="h"):  # an hour with two sized pairs whose trailing spread is > 0
-        snap = snapshot_from_duckdb(db, t, config=cfg, baseline_forecast="mean_24h")
+        snap = snapshot_at(db, t, config=cfg, baseline_forecast="mean_24h")
         plans = plan_cycle(snap, [], cfg).plans.assign(blocked="")
         sized = plans[~plans["reason"].isin(unsized) & (plans["expected_spread_per_hour"] > 0)]
         if len(sized) >= 2:
@@ -158,7 +157,7 @@ def test_naive_rule_holds_the_best_trailing_pair_and_switches_at_twice(db: duckd
     ranked = sized.sort_values("expected_spread_per_hour", ascending=False, kind="stable")
     best, second = ranked.iloc[0], ranked.iloc[1]
     assert act.kind == "enter" and act.plan is not None
-    assert (act.plan["asset"], act.plan["short_venue"], act.plan["long_venue"]) == (
+    assert (act.plan.asset, act.plan.short_venue, act.plan.long_venue) == (
         best["asset"], best["short_venue"], best["long_venue"])
     # the only slot holds the best pair, marked at a trailing spread `old`: switch into the runner-up (or another
     # pair) only when it is at least twice as good
@@ -171,9 +170,9 @@ def test_naive_rule_holds_the_best_trailing_pair_and_switches_at_twice(db: duckd
         act = naive_trailing_choice(plans, held, snap, one_slot)
         assert act.kind == expected
         if expected == "switch":
-            assert act.plan is not None and act.plan["expected_spread_per_hour"] >= 2 * old
-            assert (act.plan["short_venue"], act.plan["long_venue"]) != (best["short_venue"], best["long_venue"]) \
-                or act.plan["asset"] != best["asset"]
+            assert act.plan is not None and act.plan.expected_spread_per_hour >= 2 * old
+            assert (act.plan.short_venue, act.plan.long_venue) != (best["short_venue"], best["long_venue"]) \
+                or act.plan.asset != best["asset"]
 
 
 def test_risk_ratios_by_hand() -> None:

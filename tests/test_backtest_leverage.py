@@ -22,10 +22,10 @@ from fundarb_core.backtest.leverage_safety import (
     simulate_path,
     window_inputs,
 )
-from fundarb_core.strategy.config import KeeperConfig
-from fundarb_core.strategy.leverage import liquidation_distance, sigma_distance_leverage
 from fundarb_core.schema import LAYOUT_FILES
 from fundarb_core.sources.replay import BUNDLED_DATA_DIR
+from fundarb_core.strategy.config import KeeperConfig
+from fundarb_core.strategy.leverage import liquidation_distance, sigma_distance_leverage
 from fundarb_core.symbols import normalize_symbol
 from fundarb_core.venues import VENUES, FeeSchedule
 from tests.conftest import alter_after, real_db, window_tables

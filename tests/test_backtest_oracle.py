@@ -28,9 +28,9 @@ from fundarb_core.backtest.oracle import (
     solve_dense,
     solve_many,
 )
-from fundarb_core.strategy.config import KeeperConfig
 from fundarb_core.schema import LAYOUT_FILES
 from fundarb_core.sources.replay import BUNDLED_DATA_DIR
+from fundarb_core.strategy.config import KeeperConfig
 from fundarb_core.venues import FeeSchedule
 from tests.conftest import alter_after, real_db, window_tables
 

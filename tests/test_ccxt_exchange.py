@@ -18,9 +18,9 @@ from urllib.parse import parse_qs
 
 import pytest
 
-from fundarb_core.venues.ccxt_venue import CcxtExchange
 from fundarb_core.domain.client_ids import client_id_str, is_valid_client_id
-from fundarb_core.simulation.paper_venue import ExchangeAdapter, ExchangeError
+from fundarb_core.execution.venue import ExchangeAdapter, ExchangeError
+from fundarb_core.venues.ccxt_venue import CcxtExchange
 from tests.wire.servers import loopback_urls
 from tests.wire.trading import BinanceTradingServer, HyperliquidTradingServer
 

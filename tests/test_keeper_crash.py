@@ -33,17 +33,16 @@ import duckdb
 import pandas as pd
 import pytest
 
-from fundarb_core.ingest import ingest_table
-from fundarb_core.strategy.config import KeeperConfig
+from fundarb_core.domain.positions import LIVE_POSITION_STATUSES as LIVE_POSITION
 from fundarb_core.execution.crashpoints import ENV_VAR, POINTS
-from fundarb_core.execution.cycle import run_cycle
-from fundarb_core.simulation.paper_venue import PaperExchange
-from fundarb_core.execution.ledger import LIVE_POSITION, Ledger
 from fundarb_core.execution.risk import RiskConfig, is_hedged, leg_exposure
+from fundarb_core.ingest import ingest_table
 from fundarb_core.schema import LAYOUT_FILES, RAW_TABLES
 from fundarb_core.sources.replay import BUNDLED_DATA_DIR, ReplaySource
+from fundarb_core.strategy.config import KeeperConfig
 from fundarb_pipelines.sql_models import build_all
 from tests.conftest import window_tables, write_layout
+from tests.keeper_support import cycle, duck_ledger, paper_venue
 from tests.test_keeper_execution import VENUE_IDS, assert_ledger_balances
 
 REPO = Path(__file__).resolve().parents[1]
@@ -57,16 +56,14 @@ KEEPER = """
 import json, sys
 import duckdb, pandas as pd
 from fundarb_core.strategy.config import KeeperConfig
-from fundarb_core.execution.cycle import run_cycle
-from fundarb_core.simulation.paper_venue import PaperExchange
-from fundarb_core.execution.ledger import Ledger
+from tests.keeper_support import cycle, duck_ledger, paper_venue
 db, venues, assets, hours = sys.argv[1], sys.argv[2].split(","), sys.argv[3].split(","), sys.argv[4:]
 conn = duckdb.connect(db)
 cfg = KeeperConfig()
-ex = PaperExchange(conn, cfg, initial_balances={v: 10_000.0 for v in venues})
-ledger = Ledger(conn)
+ex = paper_venue(conn, cfg, initial_balances={v: 10_000.0 for v in venues})
+ledger = duck_ledger(conn)
 for h in hours:
-    rep = run_cycle(conn, ex, cfg, pd.Timestamp(h), ledger=ledger, venues=venues, assets=assets)
+    rep = cycle(conn, ex, cfg, pd.Timestamp(h), ledger=ledger, venues=venues, assets=assets)
     print(json.dumps({"now": h, "action": rep.action, "position_id": rep.position_id, "events": rep.events,
                       "mismatches": [list(m) for m in (rep.reconcile.mismatches if rep.reconcile else ())]}),
           flush=True)
@@ -118,10 +115,10 @@ def start(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pd.Timestamp]
     shutil.copy(db, probe)
     conn = duckdb.connect(str(probe))
     try:
-        ex, ledger = PaperExchange(conn, CFG), Ledger(conn)
+        ex, ledger = paper_venue(conn, CFG), duck_ledger(conn)
         for h in range(1, 24):
             hour = FIRST + pd.Timedelta(hours=h)
-            if run_cycle(conn, ex, CFG, hour, ledger=ledger, venues=VENUE_IDS, assets=ASSETS,
+            if cycle(conn, ex, CFG, hour, ledger=ledger, venues=VENUE_IDS, assets=ASSETS,
                          dry_run=True).action == "enter":
                 return db, hour
     finally:
@@ -133,26 +130,27 @@ def check_consistent(db: Path) -> None:
     """The invariants of the module doc, on the DuckDB file after the restarted keeper exited."""
     conn = duckdb.connect(str(db))
     try:
-        ex, ledger = PaperExchange(conn, CFG), Ledger(conn)
+        ex, ledger = paper_venue(conn, CFG), duck_ledger(conn)
         # venue positions = ledger fills, per (venue, asset)
         mine = ledger.venue_qty()
         theirs = {(v, p.asset): p.qty for v in VENUE_IDS for p in ex.positions(v)}
         for key in set(mine) | set(theirs):
             assert mine.get(key, 0.0) == pytest.approx(theirs.get(key, 0.0), rel=1e-9, abs=1e-12), key
         # one venue order per client id; every venue fill in the ledger; nothing unresolved
-        venue = ledger.query("SELECT venue, client_id, filled_qty FROM paper_orders")
+        venue = ledger.store.query("SELECT venue, client_id, filled_qty FROM paper_orders")
         assert not venue.duplicated(["venue", "client_id"]).any()
-        both = venue.merge(ledger.query("SELECT venue, client_id, filled_qty, position_id FROM ledger_orders"),
+        both = venue.merge(ledger.store.query(
+            "SELECT venue, client_id, filled_qty, position_id FROM ledger_orders"),
                            on=["venue", "client_id"], how="left", suffixes=("_venue", "_ledger"))
         filled = both[both.filled_qty_venue > 0]
         assert filled.position_id.notna().all(), filled[filled.position_id.isna()]
         assert (filled.filled_qty_ledger - filled.filled_qty_venue).abs().max() < 1e-12
-        assert ledger.unresolved_orders().empty
+        assert not ledger.unresolved_orders()
         # at most one live keeper position per asset; no entry leg filled twice
         positions = ledger.positions(None)
         live = pd.Series([p.asset for p in positions if p.status in LIVE_POSITION])
         assert not live.duplicated().any(), [(p.position_id, p.status) for p in positions]
-        opens = ledger.query("SELECT o.position_id, o.venue, sum(o.filled_qty * o.avg_price) AS usd, "
+        opens = ledger.store.query("SELECT o.position_id, o.venue, sum(o.filled_qty * o.avg_price) AS usd, "
                              "any_value(p.size_usd) AS size FROM ledger_orders o JOIN ledger_positions p "
                              "USING (position_id) WHERE o.purpose IN ('open', 'retry') GROUP BY ALL")
         assert (opens.usd <= opens['size'] * 1.01).all(), opens  # 1 %: the fill's impact moves the price
@@ -182,7 +180,7 @@ def test_keeper_recovers_from_a_kill_at(point: str, start: tuple[Path, pd.Timest
     check_consistent(db)
     conn = duckdb.connect(str(db))
     try:  # the planned entry happened exactly once (the restart re-derives the same position id at ``hour``)
-        opened = Ledger(conn).query("SELECT position_id, status FROM ledger_positions WHERE opened_at = ?",
+        opened = duck_ledger(conn).store.query("SELECT position_id, status FROM ledger_positions WHERE opened_at = ?",
                                     [hour.to_pydatetime()])
     finally:
         conn.close()

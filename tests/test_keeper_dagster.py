@@ -16,6 +16,7 @@ from fundarb_core.sources.replay import BUNDLED_DATA_DIR
 from fundarb_pipelines.assets.keeper import keeper_assets
 from fundarb_pipelines.resources import FundarbDuckDB
 from fundarb_pipelines.sensors import fresh_inputs_keeper_sensor
+from fundarb_pipelines.trading import KeeperTrading
 from tests.conftest import real_db, window_tables
 
 MARKER = "FUNDARB-TEST-SECRET-7f3a9c"
@@ -62,7 +63,7 @@ def test_keeper_job_runs_a_paper_cycle_and_shows_plan_and_performance(
 ) -> None:
     monkeypatch.setenv("FUNDARB_BINANCE_API_KEY", MARKER)
     monkeypatch.setenv("FUNDARB_BINANCE_SECRET", MARKER)
-    resources = {"duckdb": FundarbDuckDB(database=str(keeper_db))}
+    resources = {"duckdb": FundarbDuckDB(database=str(keeper_db)), "trading": KeeperTrading()}
     with dg.instance_for_test() as instance:
         results = []
         for hour in ("2026-03-05 12:00", "2026-03-05 13:00"):
@@ -81,16 +82,17 @@ def test_keeper_job_runs_a_paper_cycle_and_shows_plan_and_performance(
         # no secret in the run logs, the metadata or the DuckDB file
         logs = "".join(str(e) for r in results for e in instance.all_logs(r.run_id))
         assert MARKER not in logs
-    assert MARKER.encode() not in keeper_db.read_bytes()
-    wal = Path(f"{keeper_db}.wal")
-    assert not wal.exists() or MARKER.encode() not in wal.read_bytes()
+    for db in (keeper_db, keeper_db.with_name("ledger.duckdb")):  # the warehouse and the trading file
+        assert db.exists() and MARKER.encode() not in db.read_bytes()
+        wal = Path(f"{db}.wal")
+        assert not wal.exists() or MARKER.encode() not in wal.read_bytes()
 
 
 def test_live_mode_needs_the_environment_switch(keeper_db: Path) -> None:
     assert os.environ.get("FUNDARB_LIVE") != "1"
     res = dg.materialize(
-        keeper_assets, resources={"duckdb": FundarbDuckDB(database=str(keeper_db))},
-        run_config={"ops": {"keeper_cycle": {"config": {"mode": "live"}}}}, raise_on_error=False,
+        keeper_assets, resources={"duckdb": FundarbDuckDB(database=str(keeper_db)),
+                                  "trading": KeeperTrading(mode="live")}, raise_on_error=False,
     )
     assert not res.success
     failure = next(e for e in res.all_events if e.event_type_value == "STEP_FAILURE")

@@ -15,19 +15,21 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fundarb_core.ingest import ingest_table
 from fundarb_core.domain.client_ids import client_id_str, client_order_id, is_valid_client_id
+from fundarb_core.execution.ledger import Ledger
+from fundarb_core.execution.performance import payment_metrics
+from fundarb_core.execution.reconcile import reconcile
+from fundarb_core.execution.venue import ExchangeAdapter
+from fundarb_core.ingest import ingest_table
+from fundarb_core.schema import LAYOUT_FILES, RAW_TABLES
+from fundarb_core.simulation.paper_venue import PaperVenue
+from fundarb_core.sources.replay import BUNDLED_DATA_DIR, ReplaySource
 from fundarb_core.strategy.config import KeeperConfig
 from fundarb_core.strategy.costs import sqrt_impact
-from fundarb_core.execution.cycle import run_cycle
-from fundarb_core.simulation.paper_venue import ExchangeAdapter, PaperExchange
-from fundarb_core.execution.ledger import Ledger, reconcile
-from fundarb_core.execution.performance import payment_metrics
-from fundarb_core.schema import LAYOUT_FILES, RAW_TABLES
-from fundarb_core.sources.replay import BUNDLED_DATA_DIR, ReplaySource
 from fundarb_core.venues import VENUES
 from fundarb_pipelines.sql_models import build_all
 from tests.conftest import window_tables, write_layout
+from tests.keeper_support import cycle, duck_ledger, paper_venue
 
 ASSETS = ("BTC", "ETH", "SOL")
 VENUE_IDS = ("hyperliquid", "lighter", "binance", "bybit", "okx", "dydx")
@@ -70,12 +72,12 @@ def conn(market: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
     c.close()
 
 
-def paper(conn: duckdb.DuckDBPyConnection, now: pd.Timestamp = T0, **kw: object) -> PaperExchange:
-    return PaperExchange(conn, CFG, initial_balances={v: 10_000.0 for v in VENUE_IDS}, now=now.to_pydatetime(),
+def paper(conn: duckdb.DuckDBPyConnection, now: pd.Timestamp = T0, **kw: object) -> PaperVenue:
+    return paper_venue(conn, CFG, initial_balances={v: 10_000.0 for v in VENUE_IDS}, now=now.to_pydatetime(),
                          **kw)  # type: ignore[arg-type]
 
 
-def assert_ledger_balances(ledger: Ledger, exchange: PaperExchange) -> None:
+def assert_ledger_balances(ledger: Ledger, exchange: PaperVenue) -> None:
     """The ledger's per-venue wallets (initial + realised − fees + funding from its own records) = the venue's."""
     mine, theirs = ledger.wallets(), {v: b.wallet_usd for v, b in exchange.balances().items()}
     for v in set(mine) | set(theirs):
@@ -121,7 +123,7 @@ def test_same_client_id_opens_once(conn: duckdb.DuckDBPyConnection) -> None:
     assert pos.qty == pytest.approx(-first.filled_qty)
     assert conn.execute("SELECT count(*) FROM paper_orders").fetchall()[0][0] == 1
     # a restarted process sees the same venue state and is still idempotent
-    ex2 = PaperExchange(conn, CFG)
+    ex2 = paper_venue(conn, CFG)
     assert ex2.now == ex.now and ex2.fetch_order_by_client_id("hyperliquid", cid) == first
     ex2.place_limit_order("hyperliquid", "BTC", "sell", 1_000.0, top.bid, cid)
     assert ex2.positions("hyperliquid")[0].qty == pytest.approx(pos.qty)
@@ -139,12 +141,12 @@ def _liquidity(conn: duckdb.DuckDBPyConnection, venue: str, asset: str, at: pd.T
 
 
 def test_paper_entry_fills_both_legs_at_the_book_with_registry_fees(conn: duckdb.DuckDBPyConnection) -> None:
-    ex, ledger = paper(conn), Ledger(conn)
-    report = run_cycle(conn, ex, CFG, T0, ledger=ledger, venues=VENUE_IDS)
+    ex, ledger = paper(conn), duck_ledger(conn)
+    report = cycle(conn, ex, CFG, T0, ledger=ledger, venues=VENUE_IDS)
     assert report.action == "enter" and report.position_id is not None
     pos = ledger.position(report.position_id)
     assert pos is not None and pos.status == "open"
-    orders = ledger.query("SELECT * FROM ledger_orders WHERE position_id = ? ORDER BY leg DESC",
+    orders = ledger.store.query("SELECT * FROM ledger_orders WHERE position_id = ? ORDER BY leg DESC",
                           [report.position_id])
     assert list(orders["leg"]) == ["short", "long"] and (orders["status"] == "filled").all()
     for o in orders.itertuples():
@@ -156,9 +158,9 @@ def test_paper_entry_fills_both_legs_at_the_book_with_registry_fees(conn: duckdb
         assert o.avg_price == pytest.approx(touch * (1 - imp) if o.side == "sell" else touch * (1 + imp), rel=1e-12)
         assert o.fee_usd == pytest.approx(o.filled_qty * o.avg_price * VENUES[o.venue].fees.maker, rel=1e-12)
         assert o.filled_qty * touch == pytest.approx(pos.size_usd, rel=1e-9)
-    fills = ledger.query("SELECT * FROM ledger_fills WHERE position_id = ?", [report.position_id])
+    fills = ledger.store.query("SELECT * FROM ledger_fills WHERE position_id = ?", [report.position_id])
     assert len(fills) == 2 and fills["fee_usd"].sum() == pytest.approx(orders["fee_usd"].sum())
-    decisions = ledger.query("SELECT * FROM cycle_decisions")
+    decisions = ledger.store.query("SELECT * FROM cycle_decisions")
     assert decisions["taken"].sum() == 1 and (decisions["reason"] != "").all()
     assert_ledger_balances(ledger, ex)
     # exits pay the taker fee
@@ -206,7 +208,7 @@ def test_funding_accrues_from_real_settlements_with_the_right_sign(conn: duckdb.
 
 
 def test_reconcile_repairs_a_lost_ledger_write(conn: duckdb.DuckDBPyConnection) -> None:
-    ex, ledger = paper(conn), Ledger(conn)
+    ex, ledger = paper(conn), duck_ledger(conn)
     ledger.ensure_accounts({v: 10_000.0 for v in VENUE_IDS})
     t = T0.to_pydatetime()
     ledger.add_position("BTC.hyperliquid.binance.x", {"asset": "BTC", "short_venue": "hyperliquid",
@@ -229,32 +231,32 @@ def test_reconcile_repairs_a_lost_ledger_write(conn: duckdb.DuckDBPyConnection) 
     assert ledger.venue_qty() == {}
     rep = reconcile(ledger, ex, t)
     assert rep.fills_recorded == 1 and rep.not_received == 1 and rep.orphans_imported == 1 and not rep.mismatches
-    assert ledger.order_row("hyperliquid", cid)["status"] == "filled"  # type: ignore[index]
-    assert ledger.order_row("binance", lost)["status"] == "not_received"  # type: ignore[index]
+    assert ledger.order("hyperliquid", cid).status == "filled"  # type: ignore[index]
+    assert ledger.order("binance", lost).status == "not_received"  # type: ignore[index]
     assert ledger.venue_qty()[("hyperliquid", "BTC")] == pytest.approx(-venue_order.filled_qty)
     assert ledger.position("orphan:binance:ETH").status == "orphan"  # type: ignore[union-attr]
     assert_ledger_balances(ledger, ex)
     # reconcile is idempotent, and the next cycle repairs the single leg / closes the orphan
     assert reconcile(ledger, ex, t).fills_recorded == 0
-    run_cycle(conn, ex, CFG, T0 + pd.Timedelta(hours=1), ledger=ledger, venues=VENUE_IDS)
+    cycle(conn, ex, CFG, T0 + pd.Timedelta(hours=1), ledger=ledger, venues=VENUE_IDS)
     assert ledger.position("orphan:binance:ETH").status == "closed"  # type: ignore[union-attr]
     assert ledger.position("BTC.hyperliquid.binance.x").status == "open"  # type: ignore[union-attr]
     assert_ledger_balances(ledger, ex)
 
 
 def test_ledger_balances_equal_fills_fees_and_funding(conn: duckdb.DuckDBPyConnection) -> None:
-    ex, ledger = paper(conn), Ledger(conn)
+    ex, ledger = paper(conn), duck_ledger(conn)
     for h in range(0, 72, 3):
-        run_cycle(conn, ex, KeeperConfig(max_positions=2), T0 + pd.Timedelta(hours=h), ledger=ledger,
+        cycle(conn, ex, KeeperConfig(max_positions=2), T0 + pd.Timedelta(hours=h), ledger=ledger,
                   venues=VENUE_IDS)
-    fills = ledger.query("SELECT count(*) AS n, sum(fee_usd) AS fees FROM ledger_fills")
-    funding = ledger.query("SELECT count(*) AS n, sum(amount_usd) AS total FROM ledger_funding")
+    fills = ledger.store.query("SELECT count(*) AS n, sum(fee_usd) AS fees FROM ledger_fills")
+    funding = ledger.store.query("SELECT count(*) AS n, sum(amount_usd) AS total FROM ledger_funding")
     assert fills.n[0] >= 4 and funding.n[0] > 20
     assert_ledger_balances(ledger, ex)
     # the venue's wallet is the sum of its pieces: initial + realised − fees + funding
     paid = ex.funding_payments()
     assert funding.total[0] == pytest.approx(sum(p.amount_usd for p in paid), abs=1e-9)
-    perf = ledger.query("SELECT * FROM performance_snapshots ORDER BY ts")
+    perf = ledger.store.query("SELECT * FROM performance_snapshots ORDER BY ts")
     assert len(perf) == 24 and perf.active_positions.iloc[-1] >= 1 and perf.margin_deployed_usd.iloc[-1] > 0
     m = payment_metrics(np.array([2.0, -1.0, 3.0, -1.0]))
     assert m["win_rate"] == 0.5 and m["profit_factor"] == 2.5 and m["expectancy"] == 0.75
@@ -262,28 +264,28 @@ def test_ledger_balances_equal_fills_fees_and_funding(conn: duckdb.DuckDBPyConne
 
 
 def test_dry_run_records_decisions_without_orders(conn: duckdb.DuckDBPyConnection) -> None:
-    ex, ledger = paper(conn), Ledger(conn)
-    rep = run_cycle(conn, ex, CFG, T0, ledger=ledger, venues=VENUE_IDS, dry_run=True)
+    ex, ledger = paper(conn), duck_ledger(conn)
+    rep = cycle(conn, ex, CFG, T0, ledger=ledger, venues=VENUE_IDS, dry_run=True)
     assert rep.decisions > 0 and rep.action == "enter" and rep.position_id is None
-    assert ledger.query("SELECT count(*) AS n FROM ledger_orders").n[0] == 0
+    assert ledger.store.query("SELECT count(*) AS n FROM ledger_orders").n[0] == 0
     assert ex.all_orders() == []
 
 
 def test_kill_switch_flattens(conn: duckdb.DuckDBPyConnection, monkeypatch: pytest.MonkeyPatch) -> None:
-    ex, ledger = paper(conn), Ledger(conn)
-    run_cycle(conn, ex, CFG, T0, ledger=ledger, venues=VENUE_IDS)
+    ex, ledger = paper(conn), duck_ledger(conn)
+    cycle(conn, ex, CFG, T0, ledger=ledger, venues=VENUE_IDS)
     assert ledger.positions(("open",))
     monkeypatch.setenv("FUNDARB_KILL_SWITCH", "1")
-    rep = run_cycle(conn, ex, CFG, T0 + pd.Timedelta(hours=1), ledger=ledger, venues=VENUE_IDS)
+    rep = cycle(conn, ex, CFG, T0 + pd.Timedelta(hours=1), ledger=ledger, venues=VENUE_IDS)
     assert "kill_switch" in rep.paused and rep.action == "none"
     assert not ledger.positions() and all(not ex.positions(v) for v in VENUE_IDS)
     assert_ledger_balances(ledger, ex)
 
 
 def test_health_actions_reduce_then_close(conn: duckdb.DuckDBPyConnection) -> None:
-    ex, ledger = paper(conn), Ledger(conn)
+    ex, ledger = paper(conn), duck_ledger(conn)
     ex_small = ex
-    run_cycle(conn, ex_small, CFG, T0, ledger=ledger, venues=VENUE_IDS)
+    cycle(conn, ex_small, CFG, T0, ledger=ledger, venues=VENUE_IDS)
     (pos,) = ledger.positions(("open",))
     bal = ex.balances()[pos.short_venue]
     qty = -ledger.leg_qty(pos.position_id)[pos.short_venue]
@@ -300,15 +302,15 @@ def test_health_actions_reduce_then_close(conn: duckdb.DuckDBPyConnection) -> No
     assert qty > 0
     shock_to(1.4)
     assert ex.balances()[pos.short_venue].health_factor == pytest.approx(1.4)
-    run_cycle(conn, ex, CFG, T0 + pd.Timedelta(hours=1), ledger=ledger, venues=VENUE_IDS, plan=False)
+    cycle(conn, ex, CFG, T0 + pd.Timedelta(hours=1), ledger=ledger, venues=VENUE_IDS, plan=False)
     after = ledger.position(pos.position_id)
     assert after is not None and after.status == "open"
     assert -ledger.leg_qty(pos.position_id)[pos.short_venue] == pytest.approx(qty * 0.5, rel=1e-9)
     shock_to(1.1)
-    run_cycle(conn, ex, CFG, T0 + pd.Timedelta(hours=2), ledger=ledger, venues=VENUE_IDS, plan=False)
+    cycle(conn, ex, CFG, T0 + pd.Timedelta(hours=2), ledger=ledger, venues=VENUE_IDS, plan=False)
     assert ledger.position(pos.position_id).status == "closed"  # type: ignore[union-attr]
     assert_ledger_balances(ledger, ex)
 
 
 def test_adapter_protocol_is_met() -> None:
-    assert issubclass(PaperExchange, ExchangeAdapter)
+    assert issubclass(PaperVenue, ExchangeAdapter)

@@ -18,11 +18,12 @@ import duckdb
 import pandas as pd
 import pytest
 
-from fundarb_core.strategy.config import KeeperConfig
-from fundarb_core.execution.cycle import run_cycle
-from fundarb_core.simulation.paper_venue import FaultPlan, PaperExchange
 from fundarb_core.execution.ledger import Ledger
 from fundarb_core.execution.risk import RiskConfig, is_hedged, leg_exposure, net_deltas
+from fundarb_core.simulation.faults import FaultPlan
+from fundarb_core.simulation.paper_venue import PaperVenue
+from fundarb_core.strategy.config import KeeperConfig
+from tests.keeper_support import cycle, duck_ledger, paper_venue
 from tests.test_keeper_execution import VENUE_IDS, assert_ledger_balances, build_db
 
 START = pd.Timestamp("2026-01-08 00:00")
@@ -40,7 +41,7 @@ def conn(tmp_path_factory: pytest.TempPathFactory) -> duckdb.DuckDBPyConnection:
     c.close()
 
 
-def _check_cycle(ledger: Ledger, ex: PaperExchange) -> None:
+def _check_cycle(ledger: Ledger, ex: PaperVenue) -> None:
     for p in ledger.positions(None):
         assert p.naked_cycles <= RISK.max_leg_attempts + 1, (p.position_id, p.naked_cycles)
         assert p.retry_attempts <= RISK.max_leg_attempts
@@ -53,16 +54,16 @@ def _check_cycle(ledger: Ledger, ex: PaperExchange) -> None:
 
 
 def test_thousand_faulty_cycles_keep_every_invariant(conn: duckdb.DuckDBPyConnection) -> None:
-    ex = PaperExchange(conn, CFG, initial_balances={v: 10_000.0 for v in VENUE_IDS}, faults=FAULTS, seed=7,
+    ex = paper_venue(conn, CFG, initial_balances={v: 10_000.0 for v in VENUE_IDS}, faults=FAULTS, seed=7,
                        now=START.to_pydatetime())
-    ledger = Ledger(conn)
+    ledger = duck_ledger(conn)
     actions: list[str] = []
     for h in range(CYCLES):
         if h == CYCLES // 2:  # a restarted process: new objects, same DuckDB state
-            ex = PaperExchange(conn, CFG, faults=FAULTS, seed=7)
-            ledger = Ledger(conn)
+            ex = paper_venue(conn, CFG, faults=FAULTS, seed=7)
+            ledger = duck_ledger(conn)
         now = START + pd.Timedelta(hours=h)
-        rep = run_cycle(conn, ex, CFG, now, ledger=ledger, venues=VENUE_IDS, risk=RISK, plan=h % PLAN_EVERY == 0)
+        rep = cycle(conn, ex, CFG, now, ledger=ledger, venues=VENUE_IDS, risk=RISK, plan=h % PLAN_EVERY == 0)
         actions.append(rep.action)
         assert rep.reconcile is not None and not rep.reconcile.mismatches, rep.reconcile
         _check_cycle(ledger, ex)
@@ -71,9 +72,9 @@ def test_thousand_faulty_cycles_keep_every_invariant(conn: duckdb.DuckDBPyConnec
     assert_ledger_balances(ledger, ex)
 
     # no duplicate open for any client id
-    orders = ledger.query("SELECT * FROM ledger_orders")
+    orders = ledger.store.query("SELECT * FROM ledger_orders")
     assert not orders.duplicated(["venue", "client_id"]).any()
-    per_order = ledger.query("SELECT o.venue, o.client_id, o.side, o.filled_qty, o.avg_price, o.size_usd, "
+    per_order = ledger.store.query("SELECT o.venue, o.client_id, o.side, o.filled_qty, o.avg_price, o.size_usd, "
                              "coalesce(sum(abs(f.qty)), 0) AS fill_qty FROM ledger_orders o LEFT JOIN ledger_fills f "
                              "USING (venue, client_id) GROUP BY ALL")
     assert (per_order.fill_qty <= per_order.filled_qty * (1 + 1e-9) + 1e-12).all()
@@ -89,16 +90,16 @@ def test_thousand_faulty_cycles_keep_every_invariant(conn: duckdb.DuckDBPyConnec
     assert statuses.get("rejected", 0) > 5 and statuses.get("partial", 0) > 5
     assert statuses.get("not_received", 0) > 5 and reasons.get("timeout_resolved", 0) > 5
     assert (orders.purpose == "retry").sum() > 10
-    events = ledger.query("SELECT kind, count(*) AS n FROM ledger_events GROUP BY kind").set_index("kind").n
+    events = ledger.store.query("SELECT kind, count(*) AS n FROM ledger_events GROUP BY kind").set_index("kind").n
     assert events.get("leg_retry", 0) > 10
-    positions = ledger.query("SELECT status, reason, count(*) AS n FROM ledger_positions GROUP BY ALL")
+    positions = ledger.store.query("SELECT status, reason, count(*) AS n FROM ledger_positions GROUP BY ALL")
     assert positions.n.sum() >= 10 and actions.count("enter") + actions.count("switch") >= 10
-    assert (ledger.query("SELECT count(*) AS n FROM ledger_funding").n[0]) > 500
-    perf = ledger.query("SELECT * FROM performance_snapshots")
+    assert (ledger.store.query("SELECT count(*) AS n FROM ledger_funding").n[0]) > 500
+    perf = ledger.store.query("SELECT * FROM performance_snapshots")
     assert len(perf) == CYCLES
     # cooldowns were set after exhausted retries, or no position ever exhausted them
     gave_up = positions[positions.reason.fillna("") == "single_leg_retries_exhausted"].n.sum()
-    cooled = ledger.query("SELECT count(*) AS n FROM ledger_cooldowns").n[0]
+    cooled = ledger.store.query("SELECT count(*) AS n FROM ledger_cooldowns").n[0]
     assert (gave_up == 0) or cooled >= 1
 
 
@@ -108,10 +109,10 @@ def test_exhausted_retries_close_the_exposed_leg_and_cool_the_asset_down(
     exposed leg is closed at the next cycle and the asset is not re-entered for 30 minutes."""
     conn = build_db(tmp_path_factory.mktemp("keeper_giveup"), lo="2025-12-20", hi="2026-01-20")
     start = pd.Timestamp("2026-01-10 00:00")
-    ex = PaperExchange(conn, CFG, initial_balances={v: 10_000.0 for v in VENUE_IDS}, now=start.to_pydatetime())
-    ledger = Ledger(conn)
-    dry = run_cycle(conn, ex, CFG, start, ledger=ledger, venues=VENUE_IDS, dry_run=True)
-    plan = ledger.query("SELECT * FROM cycle_decisions WHERE taken")
+    ex = paper_venue(conn, CFG, initial_balances={v: 10_000.0 for v in VENUE_IDS}, now=start.to_pydatetime())
+    ledger = duck_ledger(conn)
+    dry = cycle(conn, ex, CFG, start, ledger=ledger, venues=VENUE_IDS, dry_run=True)
+    plan = ledger.store.query("SELECT * FROM cycle_decisions WHERE taken")
     asset, long_venue = plan.asset[0], plan.long_venue[0]
     assert dry.action == "enter"
     ex.inject("reject", venue=long_venue, asset=asset, count=1 + RISK.max_leg_attempts)
@@ -119,12 +120,12 @@ def test_exhausted_retries_close_the_exposed_leg_and_cool_the_asset_down(
     pid = ""
     for i in range(12):
         now = start + pd.Timedelta(minutes=5 * i)
-        rep = run_cycle(conn, ex, CFG, now, ledger=ledger, venues=VENUE_IDS, risk=RISK, plan=True)
+        rep = cycle(conn, ex, CFG, now, ledger=ledger, venues=VENUE_IDS, risk=RISK, plan=True)
         pid = pid or str(rep.position_id)
         naked.append(ledger.position(pid).status == "single_leg")  # type: ignore[union-attr]
         _check_cycle(ledger, ex)
         if i < 6:  # cooling down: no new entry on that asset
-            taken = ledger.query("SELECT asset FROM cycle_decisions WHERE taken AND cycle_ts = ?",
+            taken = ledger.store.query("SELECT asset FROM cycle_decisions WHERE taken AND cycle_ts = ?",
                                  [now.to_pydatetime()])
             assert i == 0 or asset not in set(taken.asset)
     final = ledger.position(pid)
@@ -132,12 +133,12 @@ def test_exhausted_retries_close_the_exposed_leg_and_cool_the_asset_down(
     assert final.retry_attempts == RISK.max_leg_attempts and final.naked_cycles <= RISK.max_leg_attempts + 1
     budget = RISK.max_leg_attempts
     assert naked[:budget] == [True] * budget and not any(naked[budget:])  # closed at the cycle after the 5th retry
-    orders = ledger.query("SELECT * FROM ledger_orders WHERE position_id = ? ORDER BY created_at", [pid])
+    orders = ledger.store.query("SELECT * FROM ledger_orders WHERE position_id = ? ORDER BY created_at", [pid])
     retries = orders[orders.purpose == "retry"]
     assert list(retries.attempt) == list(range(1, RISK.max_leg_attempts + 1))
     assert retries.client_id.nunique() == RISK.max_leg_attempts and (retries.status == "rejected").all()
     assert ledger.cooldowns(final.closed_at)  # type: ignore[arg-type]
-    cd = ledger.query("SELECT * FROM cycle_decisions WHERE reason = 'cooldown' AND asset = ?", [asset])
+    cd = ledger.store.query("SELECT * FROM cycle_decisions WHERE reason = 'cooldown' AND asset = ?", [asset])
     assert len(cd) > 0  # the planner saw the cooldown
     assert_ledger_balances(ledger, ex)
     conn.close()

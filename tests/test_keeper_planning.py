@@ -15,6 +15,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from fundarb_core.schema import LAYOUT_FILES
+from fundarb_core.sources.replay import BUNDLED_DATA_DIR
 from fundarb_core.strategy import (
     REASONS,
     KeeperConfig,
@@ -25,14 +27,12 @@ from fundarb_core.strategy import (
     discover,
     mark_positions,
     plan_cycle,
-    snapshot_from_duckdb,
     snapshot_from_frames,
 )
 from fundarb_core.strategy.planning import PLAN_COLUMNS
-from tests.oracles.reference_planner import reference_cycle
-from fundarb_core.schema import LAYOUT_FILES
-from fundarb_core.sources.replay import BUNDLED_DATA_DIR
 from tests.conftest import alter_after, real_db, window_tables
+from tests.keeper_support import snapshot_at
+from tests.oracles.reference_planner import reference_cycle
 
 AS_OF = pd.Timestamp("2026-03-05 12:00")
 ALL = (datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC))
@@ -55,7 +55,7 @@ def conn(tmp_path_factory: pytest.TempPathFactory, tables: dict[str, pd.DataFram
 
 @pytest.fixture(scope="module")
 def snap(conn: duckdb.DuckDBPyConnection) -> Snapshot:
-    return snapshot_from_duckdb(conn, AS_OF)
+    return snapshot_at(conn, AS_OF)
 
 
 def _labels(col: pd.Series) -> np.ndarray:
@@ -97,7 +97,7 @@ def test_loader_uses_nothing_after_as_of(tmp_path: Path, tables: dict[str, pd.Da
     # no deletions: the comparison below is exact, and deleting rows reorders DuckDB's float sums
     altered = alter_after(tables, cut, drop_share=0.0)
     with real_db(tmp_path, altered) as other:
-        again = snapshot_from_duckdb(other, AS_OF)
+        again = snapshot_at(other, AS_OF)
     np.testing.assert_array_equal(again.assets, snap.assets)
     for f in ("rate_per_hour", "interval_hours", "sigma_daily", "oi_usd", "volume_usd_24h", "mark_price",
               "consistency", "mean_spread_per_hour", "basis_bp", "basis_std_bp"):
@@ -224,7 +224,7 @@ def test_at_most_one_entry_or_switch_per_cycle(conn: duckdb.DuckDBPyConnection) 
     positions: list[Position] = []
     kinds = []
     for h in range(24, -1, -1):
-        snap = snapshot_from_duckdb(conn, AS_OF - pd.Timedelta(hours=h), config=cfg)
+        snap = snapshot_at(conn, AS_OF - pd.Timedelta(hours=h), config=cfg)
         res = plan_cycle(snap, positions, cfg)
         before = {(p.asset, p.short_venue, p.long_venue) for p in positions}
         positions = _apply(positions, res.action)
@@ -250,7 +250,7 @@ def test_switch_does_not_oscillate(snap: Snapshot) -> None:
     new = Position.from_plan(first.plan, hours_held=12.0)  # type: ignore[arg-type]
     second = choose_action(plans, [new], cfg)
     if second.kind == "switch":
-        assert (second.plan["asset"], second.plan["short_venue"], second.plan["long_venue"]) != (  # type: ignore
+        assert (second.plan.asset, second.plan.short_venue, second.plan.long_venue) != (  # type: ignore
             worst.asset, worst.short_venue, worst.long_venue)
     # and a position younger than the minimum hold (8 h) is never switched
     assert choose_action(plans, [Position.from_plan(valid.iloc[0], hours_held=7.5)], cfg).kind == "none"
@@ -320,7 +320,7 @@ def test_vectorised_planner_equals_reference_loop_on_every_path(snap: Snapshot) 
 
 
 def test_forecasts_replace_the_observed_spread(conn: duckdb.DuckDBPyConnection, snap: Snapshot) -> None:
-    fc = snapshot_from_duckdb(conn, AS_OF, baseline_forecast="mean_24h")
+    fc = snapshot_at(conn, AS_OF, baseline_forecast="mean_24h")
     assert np.isfinite(fc.forecast_spread_per_hour).sum() > 50
     cands = discover(fc, CFG)
     f = fc.forecast_spread_per_hour[cands.asset_idx, cands.short_idx, cands.long_idx]

@@ -39,14 +39,17 @@ import duckdb
 import pandas as pd
 
 from fundarb_core.backtest.report import LedgerView
-from fundarb_core.forecast.registry import ForecastSettings
-from fundarb_core.strategy.config import KeeperConfig
-from fundarb_core.execution.cycle import Chooser, run_cycle
-from fundarb_core.simulation.paper_venue import PaperExchange
-from fundarb_core.execution.ledger import Ledger, reconcile
+from fundarb_core.execution.cycle import Chooser, CycleContext, run_cycle
+from fundarb_core.execution.ledger import Ledger
+from fundarb_core.execution.reconcile import reconcile
 from fundarb_core.execution.risk import RiskConfig
-from fundarb_core.strategy.snapshot import Snapshot, snapshot_from_duckdb
+from fundarb_core.forecast.registry import ForecastSettings
+from fundarb_core.simulation.paper_venue import PaperVenue
 from fundarb_core.sql_models import build_all
+from fundarb_core.storage.ledger_store import DuckDBLedgerStore
+from fundarb_core.storage.market_view import WarehouseMarketView
+from fundarb_core.storage.paper_store import DuckDBPaperStore
+from fundarb_core.strategy.config import KeeperConfig
 from fundarb_core.venues import VENUES, FeeSchedule
 
 Strategy = Literal["keeper", "keeper_forecast", "naive"]
@@ -174,14 +177,18 @@ def traded_venues(mem: duckdb.DuckDBPyConnection, start: pd.Timestamp, end: pd.T
 
 def run_backtest(
     conn: duckdb.DuckDBPyConnection, config: BacktestConfig, forecasts: pd.DataFrame | None = None,
-    progress: Callable[[pd.Timestamp, int, int], None] | None = None,
+    progress: Callable[[pd.Timestamp, int, int], None] | None = None, persistent: bool = False,
 ) -> BacktestRun:
     """Replay ``config``'s period hour by hour through :func:`run_cycle` (module doc).
 
     ``forecasts`` (columns ``hour``, ``asset``, ``short_venue``, ``long_venue``, ``forecast_spread_per_hour``) are
     required for ``keeper_forecast`` and must be out-of-sample (:func:`~fundarb_core.backtest.forecasts.
     walk_forward_forecasts`); the cycle at ``t`` reads the rows with ``hour == t`` only.
-    """
+
+    The default is the fast path: the market preloaded once as a tape, the ledger and the paper venue in memory.
+    ``persistent=True`` runs the paper/live trading path instead — the market read from the replica at every
+    cycle, the ledger and the paper accounts written to DuckDB at every change — with the same cycle, rules and
+    results (the equivalence test checks it)."""
     t_start = time.perf_counter()
     if config.strategy == "keeper_forecast" and forecasts is None:
         raise ValueError("strategy keeper_forecast needs walk-forward forecasts (walk_forward_forecasts)")
@@ -190,18 +197,20 @@ def run_backtest(
     kcfg = config.keeper_config(venues)
     risk = replace(config.risk, kill_switch_env="")  # module doc: the live kill switch does not rewrite history
     capital = {v: float(config.capital_per_venue_usd) for v in venues}
-    exchange = PaperExchange(mem, kcfg, initial_balances=capital, now=config.start.to_pydatetime(),
-                             half_spread_bps=config.half_spread_bps)
-    ledger = Ledger(mem)
-    baseline: Literal["none", "mean_24h"] = "mean_24h" if config.strategy == "naive" else "none"
-
-    def snapshot(t: datetime, free: Mapping[str, float]) -> Snapshot:
-        return snapshot_from_duckdb(mem, t, balances_usd=free, config=kcfg, venues=venues, baseline_forecast=baseline)
-
+    market = WarehouseMarketView(mem, kcfg)
+    if not persistent:
+        market.preload(config.start, config.end)
+    exchange = PaperVenue(market, kcfg, initial_balances=capital, now=config.start.to_pydatetime(),
+                          half_spread_bps=config.half_spread_bps,
+                          store=DuckDBPaperStore(mem) if persistent else None)
+    ledger = Ledger(DuckDBLedgerStore(mem) if persistent else None)
     chooser: Chooser | None = None
     if config.strategy == "naive":
         from fundarb_core.backtest.policies import naive_trailing_choice
         chooser = naive_trailing_choice
+    ctx = CycleContext(market, exchange, ledger, kcfg, risk, venues=venues, assets=config.assets,
+                       baseline_forecast="mean_24h" if config.strategy == "naive" else "none", chooser=chooser,
+                       record_decisions=config.record_decisions, full_performance=False)
     by_hour: dict[pd.Timestamp, pd.DataFrame] = {}
     if config.strategy == "keeper_forecast" and forecasts is not None and len(forecasts):
         fc = forecasts.assign(hour=pd.to_datetime(forecasts["hour"]))
@@ -211,9 +220,7 @@ def run_backtest(
     equity: list[float] = []
     actions: list[dict[str, object]] = []
     for i, t in enumerate(hours):
-        rep = run_cycle(mem, exchange, kcfg, t.to_pydatetime(), forecasts=by_hour.get(t), risk=risk, venues=venues,
-                        assets=config.assets, ledger=ledger, snapshot_fn=snapshot, chooser=chooser,
-                        record_decisions=config.record_decisions)
+        rep = run_cycle(ctx, t.to_pydatetime(), forecasts=by_hour.get(t))
         equity.append(float(rep.metrics["equity_usd"]))
         if rep.action != "none" or rep.events:
             actions.append({"hour": t, "action": rep.action, "reason": rep.reason, "position_id": rep.position_id,
@@ -225,18 +232,13 @@ def run_backtest(
     balances = exchange.balances()
     equity.append(float(sum(b.equity_usd for b in balances.values())))
     index = hours.append(pd.DatetimeIndex([config.end]))
-
-    fills = ledger.query(
-        "SELECT f.*, o.side, o.price AS limit_price, o.purpose, o.reduce_only FROM ledger_fills f "
-        "JOIN ledger_orders o USING (venue, client_id) ORDER BY f.seq")
     marks = pd.DataFrame([{"venue": p.venue, "asset": p.asset, "qty": p.qty, "mark": p.mark_price}
                           for v in sorted(balances) for p in exchange.positions(v)],
                          columns=["venue", "asset", "qty", "mark"])
     run = BacktestRun(
         config=config, venues=tuple(venues), capital_usd=float(sum(capital.values())),
         equity=pd.Series(equity, index=index, name="equity_usd"),
-        positions=ledger.query("SELECT * FROM ledger_positions ORDER BY opened_at, position_id"),
-        fills=fills, funding=ledger.query("SELECT * FROM ledger_funding ORDER BY ts, payment_id"),
+        positions=ledger.positions_frame(), fills=ledger.fills_frame(), funding=ledger.funding_frame(),
         final_marks=marks,
         actions=pd.DataFrame(actions, columns=["hour", "action", "reason", "position_id", "closed_position_id",
                                                "events"]),

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from fundarb_core.domain.plan import Plan
 from fundarb_core.strategy.config import KeeperConfig
 from fundarb_core.strategy.planning import Action, Position
 from fundarb_core.strategy.snapshot import Snapshot
@@ -55,8 +56,8 @@ def naive_trailing_choice(plans: pd.DataFrame, positions: Sequence[Position], sn
     order = np.argsort(-np.where(ok, trailing, -np.inf), kind="stable")
     order = order[ok[order]]
 
-    def row(j: int) -> dict[str, object]:
-        return plans.iloc[int(j)].to_dict()
+    def row(j: int) -> Plan:
+        return Plan.from_row(plans.iloc[int(j)].to_dict())
 
     if len(positions) < config.max_positions:
         for j in order:

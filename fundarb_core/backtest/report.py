@@ -31,8 +31,8 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from fundarb_core.funding import HOURS_PER_YEAR
 from fundarb_core.execution.performance import payment_metrics
+from fundarb_core.funding import HOURS_PER_YEAR
 
 
 @dataclass
@@ -211,34 +211,35 @@ def estimated_vs_realised(view: LedgerView) -> pd.DataFrame:
     return out.reset_index()
 
 
-def ledger_view(conn: duckdb.DuckDBPyConnection, half_spread_bps: float = 1.0, label: str = "keeper ledger") \
-        -> LedgerView | None:
-    """The keeper's realised record in ``conn`` (paper or live), or None when the keeper never ran there.
+def ledger_view(ledger_conn: duckdb.DuckDBPyConnection, market_conn: duckdb.DuckDBPyConnection,
+                half_spread_bps: float = 1.0, label: str = "keeper ledger") -> LedgerView | None:
+    """The keeper's realised record in its trading file (paper or live), or None when the keeper never ran there.
 
-    Equity = the per-cycle ``performance_snapshots``; final marks = the last marks the venues' positions carry
-    (paper: ``paper_positions`` at the last cycle's clock)."""
-    have = {r[0] for r in conn.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+    Equity = the per-cycle ``performance_snapshots``; final marks = the marks the paper venue's positions carry at
+    its last clock, priced from the warehouse on ``market_conn``."""
+    from fundarb_core.execution.ledger import Ledger
+    from fundarb_core.storage.ledger_store import DuckDBLedgerStore
+    from fundarb_core.storage.paper_store import DuckDBPaperStore, paper_venue_on
+
+    have = {r[0] for r in ledger_conn.execute("SELECT table_name FROM information_schema.tables").fetchall()}
     if "performance_snapshots" not in have or "ledger_accounts" not in have:
         return None
-    perf = conn.execute("SELECT ts, equity_usd FROM performance_snapshots WHERE equity_usd IS NOT NULL "
-                        "ORDER BY ts").df()
+    store = DuckDBLedgerStore(ledger_conn, create=False)
+    perf = store.query("SELECT ts, equity_usd FROM performance_snapshots WHERE equity_usd IS NOT NULL ORDER BY ts")
     if perf.empty:
         return None
-    capital = float(conn.execute("SELECT coalesce(sum(initial_usd), 0) FROM ledger_accounts").fetchall()[0][0])
-    fills = conn.execute("SELECT f.*, o.side, o.price AS limit_price, o.purpose, o.reduce_only FROM ledger_fills f "
-                         "JOIN ledger_orders o USING (venue, client_id) ORDER BY f.seq").df()
+    ledger = Ledger(store)
     marks = pd.DataFrame(columns=["venue", "asset", "qty", "mark"])
-    if "paper_positions" in have and "paper_state" in have:
-        from fundarb_core.simulation.paper_venue import PaperExchange  # the paper venue's own price rule for the marks
-
-        ex = PaperExchange(conn, half_spread_bps=half_spread_bps)
+    if "paper_positions" in have and "paper_state" in have:  # the paper venue's own price rule for the marks
+        ex = paper_venue_on(market_conn, store=DuckDBPaperStore(ledger_conn, create=False),
+                            half_spread_bps=half_spread_bps)
         if ex.now is not None:
             marks = pd.DataFrame([{"venue": p.venue, "asset": p.asset, "qty": p.qty, "mark": p.mark_price}
                                   for v in ex.venues() for p in ex.positions(v)],
                                  columns=["venue", "asset", "qty", "mark"])
     equity = pd.Series(perf["equity_usd"].to_numpy(), index=pd.DatetimeIndex(perf["ts"]), name="equity_usd")
     equity = equity[~equity.index.duplicated(keep="last")]
-    return LedgerView(capital_usd=capital, equity=equity,
-                      positions=conn.execute("SELECT * FROM ledger_positions ORDER BY opened_at").df(),
-                      fills=fills, funding=conn.execute("SELECT * FROM ledger_funding ORDER BY ts").df(),
-                      final_marks=marks, half_spread_bps=half_spread_bps, label=label)
+    return LedgerView(capital_usd=float(sum(ledger.accounts().values())), equity=equity,
+                      positions=ledger.positions_frame(), fills=ledger.fills_frame(),
+                      funding=ledger.funding_frame(), final_marks=marks, half_spread_bps=half_spread_bps,
+                      label=label)

@@ -8,6 +8,7 @@ from fundarb_core.domain.orders import (
     UNRESOLVED_ORDER_STATUSES,
     IllegalTransition,
     Order,
+    OrderRecord,
     OrderStatus,
     Side,
 )
@@ -35,6 +36,7 @@ __all__ = [
     "LegBook",
     "Market",
     "Order",
+    "OrderRecord",
     "OrderStatus",
     "Pair",
     "PairPosition",

@@ -8,7 +8,8 @@ it (:class:`IllegalTransition` otherwise).
 Statuses: ``pending`` (intent written, not yet sent), ``unknown`` (sent, no answer), ``open`` (resting on the
 venue), and the final ones ``filled``, ``partial`` (part filled, the rest cancelled), ``rejected``, ``canceled``
 and ``not_received`` (the venue confirmed it never got it).  Re-recording the same status is always legal (a
-reconcile may read an order twice).
+reconcile may read an order twice).  One exception to "final": an order the venue confirmed missing
+(``not_received``) that the venue later reports after all takes the venue's status — exposure is the truth.
 """
 
 from __future__ import annotations
@@ -52,6 +53,10 @@ _NEXT: dict[OrderStatus, frozenset[OrderStatus]] = {
     OrderStatus.OPEN: frozenset({OrderStatus.FILLED, OrderStatus.PARTIAL, OrderStatus.CANCELED,
                                  OrderStatus.REJECTED}),
     **{s: frozenset() for s in FINAL_ORDER_STATUSES},
+    # the venue is the truth about exposure: an order confirmed missing that a venue later reports (it arrived
+    # late) takes the venue's status, or a real position would go unrecorded
+    OrderStatus.NOT_RECEIVED: frozenset({OrderStatus.OPEN, OrderStatus.FILLED, OrderStatus.PARTIAL,
+                                         OrderStatus.CANCELED, OrderStatus.REJECTED}),
 }
 
 
@@ -100,4 +105,35 @@ class Order:
 
     def with_(self, **changes: object) -> Order:
         """A copy with some fields changed."""
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class OrderRecord:
+    """An order as the keeper's ledger knows it: the venue's view plus why it was sent (position, leg, purpose,
+    attempt) and when the ledger last changed it."""
+
+    venue: str
+    client_id: str
+    position_id: str
+    asset: str
+    leg: str
+    purpose: str
+    attempt: int
+    side: Side
+    size_usd: float
+    price: float
+    reduce_only: bool
+    status: OrderStatus
+    filled_qty: float
+    avg_price: float
+    fee_usd: float
+    created_at: datetime
+    updated_at: datetime
+    reason: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "status", OrderStatus(self.status))
+
+    def with_(self, **changes: object) -> OrderRecord:
         return replace(self, **changes)  # type: ignore[arg-type]

@@ -15,21 +15,22 @@ at the same ``now`` after a crash derives the same client ids and cannot open tw
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import duckdb
 import numpy as np
 import pandas as pd
 
-from fundarb_core.strategy.config import KeeperConfig
+from fundarb_core.domain.plan import Plan
+from fundarb_core.domain.positions import PositionStatus
 from fundarb_core.execution.crashpoints import crashpoint
-from fundarb_core.simulation.paper_venue import ExchangeAdapter, PaperExchange
-from fundarb_core.execution.ledger import Ledger, ReconcileReport, reconcile, send_order
+from fundarb_core.execution.ledger import Ledger
+from fundarb_core.execution.market_view import MarketView
+from fundarb_core.execution.orders import send_order
 from fundarb_core.execution.performance import performance
-from fundarb_core.strategy.planning import Action, Position, choose_action, mark_positions, plan_cycle
+from fundarb_core.execution.reconcile import ReconcileReport, reconcile
 from fundarb_core.execution.risk import (
     RiskConfig,
     close_position,
@@ -43,15 +44,38 @@ from fundarb_core.execution.risk import (
     net_deltas,
     repair_single_legs,
 )
-from fundarb_core.strategy.snapshot import Snapshot, snapshot_from_duckdb
+from fundarb_core.execution.venue import ExchangeAdapter
+from fundarb_core.strategy.config import KeeperConfig
+from fundarb_core.strategy.planning import Action, Position, choose_action, mark_positions, plan_cycle
+from fundarb_core.strategy.snapshot import Snapshot
 
 Chooser = Callable[[pd.DataFrame, list[Position], Snapshot, KeeperConfig], Action]
 """Picks the cycle's one action from the plans (risk limits applied) and the held positions, re-marked at the
 snapshot; the keeper's own is :func:`~fundarb_core.strategy.planning.choose_action`.  A backtest passes another rule
 (e.g. the naive trailing-24 h rule) so it runs through exactly the same execution and risk path."""
 
-SnapshotFn = Callable[[datetime, Mapping[str, float]], Snapshot]
-"""The market snapshot at an instant given the free collateral per venue (default: :func:`snapshot_from_duckdb`)."""
+
+@dataclass
+class CycleContext:
+    """Everything a cycle works with: where the market comes from, the venues, the ledger, the rules.
+
+    ``venues`` / ``assets`` restrict the market considered; ``baseline_forecast="mean_24h"`` plans on the pairs'
+    trailing 24 h mean spread where no forecast is given (the no-model baseline); ``chooser`` replaces which
+    action is taken (the backtest's reference rules); ``record_decisions=False`` skips the per-candidate audit
+    rows (``cycle_decisions``), which nothing in the cycle reads back; ``full_performance=False`` logs the
+    account figures only (:func:`~fundarb_core.execution.performance.performance`)."""
+
+    market: MarketView
+    exchange: ExchangeAdapter
+    ledger: Ledger
+    config: KeeperConfig = field(default_factory=KeeperConfig)
+    risk: RiskConfig = field(default_factory=RiskConfig)
+    venues: Sequence[str] | None = None
+    assets: Sequence[str] | None = None
+    baseline_forecast: str = "none"
+    chooser: Chooser | None = None
+    record_decisions: bool = True
+    full_performance: bool = True
 
 
 @dataclass
@@ -69,6 +93,7 @@ class CycleReport:
     decisions: int = 0
     reconcile: ReconcileReport | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
+    plan: Plan | None = None
 
 
 def _naive(ts: datetime | pd.Timestamp | str) -> datetime:
@@ -98,10 +123,7 @@ def _enrich(snap: Snapshot, ledger: Ledger, now: datetime, config: KeeperConfig,
             failed[a_idx[asset]] = max(n, config.cooldown_failures)
             minutes[a_idx[asset]] = (pd.Timestamp(now) - pd.Timestamp(failed_at)).total_seconds() / 60.0
     att, fail = snap.exec_attempts.copy(), snap.exec_failures.copy()
-    rows = ledger.rows("SELECT asset, venue, count(*), count(*) FILTER (WHERE status IN ('rejected', "
-                       "'not_received', 'partial')) FROM ledger_orders WHERE created_at > ? AND purpose IN "
-                       "('open', 'retry') GROUP BY asset, venue", [now - pd.Timedelta(hours=24)])
-    for asset, venue, n, f in rows:
+    for (asset, venue), (n, f) in ledger.execution_quality(now - pd.Timedelta(hours=24)).items():
         if asset in a_idx and venue in v_idx:
             att[a_idx[asset], v_idx[venue]], fail[a_idx[asset], v_idx[venue]] = n, f
     fc = snap.forecast_spread_per_hour
@@ -150,46 +172,33 @@ def _decision_frame(now: datetime, res: Any, taken: tuple[str, str, str] | None,
     return out
 
 
-def open_plan(ledger: Ledger, exchange: ExchangeAdapter, plan: dict[str, Any], now: datetime, config: KeeperConfig,
-              risk: RiskConfig) -> tuple[str, list[str]]:
-    """Enter a plan: position row, leverage, short leg (sell at bid) then long leg (buy at ask); then one repair."""
-    asset, short, long_ = str(plan["asset"]), str(plan["short_venue"]), str(plan["long_venue"])
-    pid = f"{asset}.{short}.{long_}.{pd.Timestamp(now):%Y%m%dT%H%M%S}"
+def open_plan(ledger: Ledger, exchange: ExchangeAdapter, plan: Plan, now: datetime) -> tuple[str, list[str]]:
+    """Enter a plan: position row, leverage, short leg (sell at bid) then long leg (buy at ask)."""
+    pid = f"{plan.asset}.{plan.short_venue}.{plan.long_venue}.{pd.Timestamp(now):%Y%m%dT%H%M%S}"
     ledger.add_position(pid, plan, now)
-    if (known := ledger.position(pid)) is not None and known.status == "failed":  # a re-run after a crash: revive
-        ledger.update_position(pid, status="opening", closed_at=None, reason=None)
-    lev = float(plan.get("leverage", 1.0))
+    if (known := ledger.position(pid)) is not None and known.status == PositionStatus.FAILED:  # a re-run: revive
+        ledger.update_position(pid, status=PositionStatus.OPENING, closed_at=None, reason=None)
     orders = []
-    for venue, side, leg in ((short, "sell", "short"), (long_, "buy", "long")):
-        exchange.set_leverage(venue, asset, lev)
-        sent = send_order(ledger, exchange, position_id=pid, venue=venue, asset=asset, side=side,  # type: ignore
-                          size_usd=float(plan["size_usd"]), leg=leg, purpose="open", attempt=0, now=now)
+    for venue, side, leg in ((plan.short_venue, "sell", "short"), (plan.long_venue, "buy", "long")):
+        exchange.set_leverage(venue, plan.asset, plan.leverage)
+        sent = send_order(ledger, exchange, position_id=pid, venue=venue, asset=plan.asset, side=side,  # type: ignore
+                          size_usd=plan.size_usd, leg=leg, purpose="open", attempt=0, now=now)
         orders.append(sent.client_id)
         if leg == "short":
             crashpoint("between_legs")
     return pid, orders
 
 
-def run_cycle(
-    conn: duckdb.DuckDBPyConnection, exchange: ExchangeAdapter, config: KeeperConfig | None = None,
-    now: datetime | pd.Timestamp | str | None = None, forecasts: pd.DataFrame | None = None, *,
-    risk: RiskConfig | None = None, dry_run: bool = False, venues: Sequence[str] | None = None,
-    assets: Sequence[str] | None = None, ledger: Ledger | None = None, plan: bool = True,
-    snapshot_fn: SnapshotFn | None = None, chooser: Chooser | None = None, record_decisions: bool = True,
-) -> CycleReport:
-    """One cycle at ``now`` (paper mode; module doc).  ``venues`` / ``assets`` restrict the market considered;
-    ``plan=False`` runs only the risk half (reconcile, single legs, health, performance) — a keeper woken by a
-    fill or a settlement rather than by its 5-minute timer, and the fast path of long simulations.
-    ``snapshot_fn`` and ``chooser`` replace where the market view comes from and which action is taken (the
-    backtest's hooks); everything else — risk limits, execution, ledger — is this function's own.
-    ``record_decisions=False`` skips the per-candidate audit rows (``cycle_decisions``), which nothing in the
-    cycle reads back: a year-long backtest would write millions of them."""
-    cfg = config or KeeperConfig()
-    rk = risk or RiskConfig()
+def run_cycle(ctx: CycleContext, now: datetime | pd.Timestamp | str | None = None,
+              forecasts: pd.DataFrame | None = None, *, dry_run: bool = False, plan: bool = True) -> CycleReport:
+    """One cycle at ``now`` (module doc).  ``plan=False`` runs only the risk half (reconcile, single legs,
+    health, performance) — a keeper woken by a fill or a settlement rather than by its 5-minute timer;
+    ``dry_run`` plans and records every decision but sends nothing."""
+    cfg, rk, led, exchange = ctx.config, ctx.risk, ctx.ledger, ctx.exchange
     t = _naive(now if now is not None else pd.Timestamp.now(tz="UTC"))
-    led = ledger or Ledger(conn)
-    if isinstance(exchange, PaperExchange):
-        exchange.advance_to(t)
+    advance = getattr(exchange, "advance_to", None)
+    if callable(advance):  # a simulated venue follows the cycle's clock
+        advance(t)
     report = CycleReport(now=t)
     bal = exchange.balances()
     led.ensure_accounts({v: b.initial_usd for v, b in bal.items()})
@@ -204,7 +213,7 @@ def run_cycle(
         if not dry_run:
             report.events += kill(led, exchange, t, cfg, rk)
         report.action, report.reason = "none", "kill_switch"
-        return _finish(led, exchange, t, cfg, rk, report, dry_run)
+        return _finish(ctx, t, report, dry_run)
 
     if not dry_run:
         # 3. single legs (and unfinished closes, orphans); 4. health
@@ -215,24 +224,20 @@ def run_cycle(
 
     if not plan:
         report.reason = "risk-only cycle"
-        return _finish(led, exchange, t, cfg, rk, report, dry_run)
+        return _finish(ctx, t, report, dry_run)
 
     # 5. snapshot as of now, with the keeper's own state
     bal = exchange.balances()
     free = {v: max(0.0, b.equity_usd - b.margin_used_usd) for v, b in bal.items()}
     equity = float(sum(b.equity_usd for b in bal.values()))
     dd = drawdown(equity, led.peak_equity())
-    snap = (snapshot_fn(t, free) if snapshot_fn is not None
-            else snapshot_from_duckdb(conn, t, balances_usd=free, config=cfg, venues=venues))
-    snap = _enrich(_restrict(snap, assets), led, t, cfg, dd, forecasts)
+    snap = ctx.market.snapshot(t, balances_usd=free, config=cfg, venues=ctx.venues,
+                               baseline_forecast=ctx.baseline_forecast)
+    snap = _enrich(_restrict(snap, ctx.assets), led, t, cfg, dd, forecasts)
 
     # 6. plan
-    held = [Position(asset=p.asset, short_venue=p.short_venue, long_venue=p.long_venue, size_usd=p.size_usd,
-                     total_costs_usd=p.total_costs_usd or 0.0, exit_fees_usd=p.exit_fees_usd or 0.0,
-                     hourly_return_usd=p.expected_hourly_usd or 0.0,
-                     hours_held=(pd.Timestamp(t) - pd.Timestamp(p.opened_at)).total_seconds() / 3600.0)
-            for p in led.positions(("open",))]
-    busy = {p.asset for p in led.positions() if p.status != "open"}  # assets with a leg under repair/closing
+    held = [Position.from_pair(p, t) for p in led.positions((PositionStatus.OPEN,))]
+    busy = {p.asset for p in led.positions() if p.status != PositionStatus.OPEN}  # legs under repair/closing
     res = plan_cycle(snap, held, cfg)
     deltas = net_deltas(led, exchange, cfg, rk)
     blocked = entry_limits(res.plans, deltas, cfg, rk)
@@ -240,29 +245,29 @@ def run_cycle(
         busy_mask = res.plans["asset"].astype(str).isin(busy)
         blocked = blocked.where(~busy_mask | (blocked != ""), "asset_busy")
         stop = (blocked != "").to_numpy() & res.plans["valid"].to_numpy(dtype=bool)
-        if stop.any() or chooser is not None:
+        if stop.any() or ctx.chooser is not None:
             plans = res.plans.copy()
             plans.loc[stop, "valid"] = False
-            if chooser is not None:
+            if ctx.chooser is not None:
                 plans["blocked"] = blocked.reindex(plans.index).fillna("").to_numpy()
             marked = mark_positions(held, snap)
-            action = chooser(plans, marked, snap, cfg) if chooser is not None else choose_action(plans, marked, cfg)
-            res = type(res)(res.candidates, res.plans, action)
+            action = (ctx.chooser(plans, marked, snap, cfg) if ctx.chooser is not None
+                      else choose_action(plans, marked, cfg))
+            res = res.with_action(action)
     crashpoint("after_plan")
 
-    age = data_age_hours(conn, t)
+    age = data_age_hours(ctx.market, t)
     if age > rk.max_data_age_hours:
         report.paused.append(f"stale_data ({age:.1f} h)")
     if not np.isfinite(snap.rate_per_hour).any():
         report.paused.append("no_rates")
     action = res.action
-    taken: tuple[str, str, str] | None = None
-    if action.kind != "none" and action.plan is not None and not report.paused:
-        taken = (str(action.plan["asset"]), str(action.plan["short_venue"]), str(action.plan["long_venue"]))
+    taken = action.plan.pair if action.kind != "none" and action.plan is not None and not report.paused else None
     report.action = action.kind if taken else "none"
     report.reason = action.reason if not report.paused else "paused: " + ", ".join(report.paused)
-    if record_decisions:
-        decisions = _decision_frame(t, res, taken, blocked, report.reason)
+    report.plan = action.plan if taken else None
+    if ctx.record_decisions:
+        decisions = _decision_frame(t, res, tuple(taken) if taken else None, blocked, report.reason)
         if action.kind == "switch" and action.close is not None:
             extra = pd.DataFrame([{"cycle_ts": t, "seq": len(decisions), "stage": "switch_close",
                                    "asset": action.close.asset, "short_venue": action.close.short_venue,
@@ -280,24 +285,24 @@ def run_cycle(
     # 7. at most one entry or switch
     if taken and not dry_run and action.plan is not None:
         if action.kind == "switch" and action.close is not None:
-            old = [p for p in led.positions(("open",)) if (p.asset, p.short_venue, p.long_venue) ==
-                   (action.close.asset, action.close.short_venue, action.close.long_venue)]
+            close = action.close
+            old = [p for p in led.positions((PositionStatus.OPEN,))
+                   if (p.asset, p.short_venue, p.long_venue) == (close.asset, close.short_venue, close.long_venue)]
             flat = all(close_position(led, exchange, p, t, cfg, rk, reason="switch") for p in old)
             report.closed_position_id = old[0].position_id if old else None
             if not flat:
                 report.events.append("switch: old position not flat, entry skipped")
-                return _finish(led, exchange, t, cfg, rk, report, dry_run)
-        pid, orders = open_plan(led, exchange, action.plan, t, cfg, rk)
+                return _finish(ctx, t, report, dry_run)
+        pid, orders = open_plan(led, exchange, action.plan, t)
         report.position_id, report.orders = pid, orders
         report.events += repair_single_legs(led, exchange, t, cfg, rk)
-    return _finish(led, exchange, t, cfg, rk, report, dry_run)
+    return _finish(ctx, t, report, dry_run)
 
 
-def _finish(led: Ledger, exchange: ExchangeAdapter, t: datetime, cfg: KeeperConfig, rk: RiskConfig,
-            report: CycleReport, dry_run: bool) -> CycleReport:
+def _finish(ctx: CycleContext, t: datetime, report: CycleReport, dry_run: bool) -> CycleReport:
     if not dry_run:
-        end_of_cycle_naked(led, exchange, t, cfg, rk)
+        end_of_cycle_naked(ctx.ledger, ctx.exchange, t, ctx.config, ctx.risk)
     crashpoint("before_performance")
-    report.metrics = performance(led, exchange, t)
-    led.write_performance(t, report.metrics)
+    report.metrics = performance(ctx.ledger, ctx.exchange, t, full=ctx.full_performance)
+    ctx.ledger.write_performance(t, report.metrics)
     return report

@@ -25,9 +25,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fundarb_core.funding import HOURS_PER_YEAR
-from fundarb_core.simulation.paper_venue import ExchangeAdapter
+from fundarb_core.domain.positions import PositionStatus
 from fundarb_core.execution.ledger import Ledger
+from fundarb_core.execution.venue import ExchangeAdapter
+from fundarb_core.funding import HOURS_PER_YEAR
 
 
 def payment_metrics(amounts: np.ndarray) -> dict[str, float]:
@@ -51,31 +52,49 @@ def payment_metrics(amounts: np.ndarray) -> dict[str, float]:
     }
 
 
-def performance(ledger: Ledger, exchange: ExchangeAdapter, now: datetime) -> dict[str, Any]:
-    """The §8 metrics at ``now`` (module doc)."""
+def _payments(ledger: Ledger) -> pd.DataFrame:
+    """Net funding per (position, settlement hour): one payment each (module doc), in hour order."""
+    recs = ledger.funding()
+    if not recs:
+        return pd.DataFrame(columns=["position_id", "h", "amount", "ts"])
+    df = pd.DataFrame({"position_id": [r.position_id for r in recs], "ts": [r.payment.ts for r in recs],
+                       "amount": [r.payment.amount_usd for r in recs]})
+    df["h"] = pd.to_datetime(df["ts"]).dt.floor("h")
+    g = df.groupby(["position_id", "h"], dropna=False, sort=False).agg(amount=("amount", "sum"), ts=("ts", "min"))
+    return g.reset_index().sort_values("h", kind="stable").reset_index(drop=True)
+
+
+def performance(ledger: Ledger, exchange: ExchangeAdapter, now: datetime, full: bool = True) -> dict[str, Any]:
+    """The §8 metrics at ``now`` (module doc).  ``full=False`` gives the account figures only (equity, margin,
+    health, positions): the simulator's per-cycle log, whose payment statistics its report computes once from
+    the whole ledger instead of every hour."""
     t = pd.Timestamp(now)
     bal = exchange.balances()
-    live = ledger.positions(("open", "single_leg", "opening", "closing"))
+    live = ledger.positions((PositionStatus.OPEN, PositionStatus.SINGLE_LEG, PositionStatus.OPENING,
+                             PositionStatus.CLOSING))
     margin = float(sum(b.margin_used_usd for b in bal.values()))
     equity = float(sum(b.equity_usd for b in bal.values()))
     carrying = {v for p in live for v in (p.short_venue, p.long_venue)}
     min_hf = min((bal[v].health_factor for v in carrying if v in bal), default=math.inf)
-    hourly = float(sum(p.expected_hourly_usd or 0.0 for p in live if p.status == "open"))
-    fund = ledger.query("SELECT position_id, date_trunc('hour', ts) AS h, sum(amount_usd) AS amount, min(ts) AS ts "
-                        "FROM ledger_funding GROUP BY position_id, h ORDER BY h")
-    recent = fund[fund["h"] > (t - pd.Timedelta(days=7)).to_pydatetime()] if len(fund) else fund
+    active = float(sum(p.status == PositionStatus.OPEN for p in live))
+    if not full:
+        return {"equity_usd": equity, "margin_deployed_usd": margin, "min_health_factor": min_hf,
+                "active_positions": active}
+    hourly = float(sum(p.expected_hourly_usd or 0.0 for p in live if p.status == PositionStatus.OPEN))
+    fund = _payments(ledger)
+    recent = fund[fund["h"] > t - pd.Timedelta(days=7)] if len(fund) else fund
     m = payment_metrics(fund["amount"].to_numpy() if len(fund) else np.array([]))
     m7 = payment_metrics(recent["amount"].to_numpy() if len(recent) else np.array([]))
     by_pos = fund.groupby("position_id")["amount"].sum() if len(fund) else pd.Series(dtype="float64")
     progress = [float(by_pos.get(p.position_id, 0.0)) / p.total_costs_usd for p in live
-                if p.status == "open" and p.total_costs_usd]
+                if p.status == PositionStatus.OPEN and p.total_costs_usd]
     hours = ((t - pd.Timestamp(fund["ts"].min())).total_seconds() / 3600.0) if len(fund) else 0.0
     out: dict[str, Any] = {
         "equity_usd": equity,
         "estimated_apy": hourly * HOURS_PER_YEAR / margin if margin > 0 else float("nan"),
         "realised_apy_7d": m7["total_funding_usd"] / margin * 365.0 / 7.0 if margin > 0 else float("nan"),
         "break_even_progress": float(np.mean(progress)) if progress else float("nan"),
-        "active_positions": float(sum(p.status == "open" for p in live)),
+        "active_positions": active,
         "margin_deployed_usd": margin,
         "min_health_factor": min_hf,
         "funding_win_rate": m7["win_rate"],

@@ -29,14 +29,17 @@ import os
 from dataclasses import dataclass
 from datetime import datetime
 
-import duckdb
 import numpy as np
 import pandas as pd
 
+from fundarb_core.domain.orders import Side
+from fundarb_core.domain.positions import PairPosition, PositionStatus
+from fundarb_core.execution.ledger import Ledger
+from fundarb_core.execution.market_view import MarketView
+from fundarb_core.execution.orders import order_price, send_order
+from fundarb_core.execution.venue import ExchangeAdapter
 from fundarb_core.strategy.config import KeeperConfig
-from fundarb_core.simulation.paper_venue import ExchangeAdapter, Side, VenuePosition
 from fundarb_core.strategy.health import CLOSE, REDUCE, health_action_codes
-from fundarb_core.execution.ledger import Ledger, LedgerPosition, order_price, send_order
 
 
 @dataclass(frozen=True)
@@ -59,10 +62,9 @@ def kill_switch_active(risk: RiskConfig) -> bool:
     return risk.kill_switch or os.environ.get(risk.kill_switch_env, "").strip() in ("1", "true", "TRUE", "yes")
 
 
-def data_age_hours(conn: duckdb.DuckDBPyConnection, now: datetime) -> float:
+def data_age_hours(market: MarketView, now: datetime) -> float:
     """Hours since the newest funding settlement at or before ``now`` (inf when none)."""
-    cur = conn.cursor()
-    r = cur.execute("SELECT max(ts) FROM funding_rates WHERE ts <= ?", [now]).fetchall()[0][0]
+    r = market.newest_settlement(now)
     return float("inf") if r is None else (pd.Timestamp(now) - pd.Timestamp(r)).total_seconds() / 3600.0
 
 
@@ -76,11 +78,7 @@ def drawdown(equity: float, peak: float | None) -> float:
 # ---------------------------------------------------------------------------------------------- exposures
 
 
-def _marks(exchange: ExchangeAdapter, venues: set[str]) -> dict[tuple[str, str], VenuePosition]:
-    return {(p.venue, p.asset): p for v in sorted(venues) for p in exchange.positions(v)}
-
-
-def leg_exposure(ledger: Ledger, exchange: ExchangeAdapter, p: LedgerPosition) -> dict[str, float]:
+def leg_exposure(ledger: Ledger, exchange: ExchangeAdapter, p: PairPosition) -> dict[str, float]:
     """Signed USD exposure of each leg of a position (ledger quantity × the venue's mark).
 
     A venue without a price (its feed stopped) is valued at the other leg's mark — the same underlying — else
@@ -100,13 +98,13 @@ def leg_exposure(ledger: Ledger, exchange: ExchangeAdapter, p: LedgerPosition) -
     return out
 
 
-def is_hedged(p: LedgerPosition, exposure: dict[str, float], config: KeeperConfig, risk: RiskConfig) -> bool:
+def is_hedged(p: PairPosition, exposure: dict[str, float], config: KeeperConfig, risk: RiskConfig) -> bool:
     short, long_ = -exposure.get(p.short_venue, 0.0), exposure.get(p.long_venue, 0.0)
     tol = max(config.min_position_usd, risk.hedge_tolerance * p.size_usd)
     return abs(short - long_) <= tol
 
 
-def is_flat(p: LedgerPosition, exposure: dict[str, float], config: KeeperConfig) -> bool:
+def is_flat(p: PairPosition, exposure: dict[str, float], config: KeeperConfig) -> bool:
     return all(abs(x) < config.min_position_usd * 1e-3 for x in exposure.values())
 
 
@@ -153,14 +151,15 @@ def entry_limits(plans: pd.DataFrame, deltas: Deltas, config: KeeperConfig, risk
 # ---------------------------------------------------------------------------------------------- actions
 
 
-def close_position(ledger: Ledger, exchange: ExchangeAdapter, p: LedgerPosition, now: datetime,
+def close_position(ledger: Ledger, exchange: ExchangeAdapter, p: PairPosition, now: datetime,
                    config: KeeperConfig, risk: RiskConfig, reason: str, fraction: float = 1.0) -> bool:
     """Close (or reduce by ``fraction``) every non-flat leg with reduce-only orders; True when flat after.
 
     Each call uses a new operation number in the leg name, so a re-close after a partial has a new id.
     """
     op = p.close_ops + 1
-    ledger.update_position(p.position_id, close_ops=op, **({"status": "closing"} if fraction >= 1.0 else {}))
+    closing = {"status": PositionStatus.CLOSING} if fraction >= 1.0 else {}
+    ledger.update_position(p.position_id, close_ops=op, **closing)
     qty = ledger.leg_qty(p.position_id)
     kind = "close" if fraction >= 1.0 else "reduce"
     for v in sorted({p.short_venue, p.long_venue}):
@@ -178,7 +177,7 @@ def close_position(ledger: Ledger, exchange: ExchangeAdapter, p: LedgerPosition,
     after = leg_exposure(ledger, exchange, p)
     flat = is_flat(p, after, config) and not any(abs(x) > 0 for x in ledger.leg_qty(p.position_id).values())
     if fraction >= 1.0:
-        ledger.update_position(p.position_id, status="closed" if flat else "closing",
+        ledger.update_position(p.position_id, status=PositionStatus.CLOSED if flat else PositionStatus.CLOSING,
                                closed_at=now if flat else None, reason=reason)
     else:
         ledger.update_position(p.position_id, size_usd=p.size_usd * (1.0 - fraction), reason=reason)
@@ -186,31 +185,27 @@ def close_position(ledger: Ledger, exchange: ExchangeAdapter, p: LedgerPosition,
     return flat
 
 
-def _has_unknown(ledger: Ledger, position_id: str) -> bool:
-    return bool(ledger.rows("SELECT 1 FROM ledger_orders WHERE position_id = ? AND status IN ('pending', 'unknown', "
-                            "'open')", [position_id]))
-
-
-def classify(ledger: Ledger, exchange: ExchangeAdapter, p: LedgerPosition, now: datetime, config: KeeperConfig,
-             risk: RiskConfig) -> str:
+def classify(ledger: Ledger, exchange: ExchangeAdapter, p: PairPosition, now: datetime, config: KeeperConfig,
+             risk: RiskConfig) -> PositionStatus:
     """Set and return the status of an opening / open / single-legged position from its fills."""
-    if p.status in ("closing", "closed", "failed", "orphan"):
+    if p.status in (PositionStatus.CLOSING, PositionStatus.CLOSED, PositionStatus.FAILED,
+                    PositionStatus.ORPHAN):
         return p.status
     exp = leg_exposure(ledger, exchange, p)
     if is_flat(p, exp, config):
-        if _has_unknown(ledger, p.position_id):
+        if ledger.has_unresolved(p.position_id):
             return p.status
-        ledger.update_position(p.position_id, status="failed", closed_at=now, reason="no leg filled")
-        return "failed"
+        ledger.update_position(p.position_id, status=PositionStatus.FAILED, closed_at=now, reason="no leg filled")
+        return PositionStatus.FAILED
     if is_hedged(p, exp, config, risk):
-        if p.status != "open" or p.naked_since is not None:
-            ledger.update_position(p.position_id, status="open", naked_since=None)
-        return "open"
+        if p.status != PositionStatus.OPEN or p.naked_since is not None:
+            ledger.update_position(p.position_id, status=PositionStatus.OPEN, naked_since=None)
+        return PositionStatus.OPEN
     if p.naked_since is None:
-        ledger.update_position(p.position_id, status="single_leg", naked_since=now)
-    elif p.status != "single_leg":
-        ledger.update_position(p.position_id, status="single_leg")
-    return "single_leg"
+        ledger.update_position(p.position_id, status=PositionStatus.SINGLE_LEG, naked_since=now)
+    elif p.status != PositionStatus.SINGLE_LEG:
+        ledger.update_position(p.position_id, status=PositionStatus.SINGLE_LEG)
+    return PositionStatus.SINGLE_LEG
 
 
 def repair_single_legs(ledger: Ledger, exchange: ExchangeAdapter, now: datetime, config: KeeperConfig,
@@ -221,15 +216,15 @@ def repair_single_legs(ledger: Ledger, exchange: ExchangeAdapter, now: datetime,
     """
     events = []
     for p in ledger.positions():
-        if p.status in ("closing", "orphan"):
+        if p.status in (PositionStatus.CLOSING, PositionStatus.ORPHAN):
             if close_position(ledger, exchange, p, now, config, risk, reason=p.reason or p.status):
                 events.append(f"closed {p.position_id}")
             continue
         status = classify(ledger, exchange, p, now, config, risk)
-        if status != "single_leg":
+        if status != PositionStatus.SINGLE_LEG:
             continue
         p = ledger.position(p.position_id)  # type: ignore[assignment]
-        if _has_unknown(ledger, p.position_id):
+        if ledger.has_unresolved(p.position_id):
             events.append(f"waiting on unknown order {p.position_id}")
             continue
         exp = leg_exposure(ledger, exchange, p)
@@ -256,9 +251,9 @@ def repair_single_legs(ledger: Ledger, exchange: ExchangeAdapter, now: datetime,
 def end_of_cycle_naked(ledger: Ledger, exchange: ExchangeAdapter, now: datetime, config: KeeperConfig,
                        risk: RiskConfig) -> None:
     """Count, per live position, the cycle ends it spends single-legged (the faults test bounds this)."""
-    for p in ledger.positions(("opening", "open", "single_leg")):
+    for p in ledger.positions((PositionStatus.OPENING, PositionStatus.OPEN, PositionStatus.SINGLE_LEG)):
         status = classify(ledger, exchange, p, now, config, risk)
-        if status == "single_leg":
+        if status == PositionStatus.SINGLE_LEG:
             ledger.update_position(p.position_id, naked_cycles=p.naked_cycles + 1)
 
 
@@ -267,7 +262,7 @@ def health_actions(ledger: Ledger, exchange: ExchangeAdapter, now: datetime, con
     """Spec §6.2 on every open position: reduce 50 % below 1.5, close below 1.2 (venue cross-margin health)."""
     bal = exchange.balances()
     events = []
-    for p in ledger.positions(("open",)):
+    for p in ledger.positions((PositionStatus.OPEN,)):
         hf = min(bal[v].health_factor if v in bal else np.inf for v in (p.short_venue, p.long_venue))
         code = int(health_action_codes(np.array([hf]), config)[0])
         if code == CLOSE:
@@ -284,8 +279,8 @@ def kill(ledger: Ledger, exchange: ExchangeAdapter, now: datetime, config: Keepe
          risk: RiskConfig) -> list[str]:
     """Kill switch: cancel the keeper's open orders and (``flatten_on_kill``) close every position."""
     events = []
-    for _, o in ledger.query("SELECT venue, client_id FROM ledger_orders WHERE status = 'open'").iterrows():
-        exchange.cancel_order(str(o["venue"]), str(o["client_id"]))
+    for o in ledger.open_orders():
+        exchange.cancel_order(o.venue, o.client_id)
     if risk.flatten_on_kill:
         for p in ledger.positions():
             close_position(ledger, exchange, p, now, config, risk, reason="kill_switch")

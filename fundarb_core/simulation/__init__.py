@@ -1,1 +1,2 @@
-"""Simulation: the paper venue (fills, fees, funding, margin) and fault injection, fed by a market view rather than by warehouse tables."""
+"""Simulation: the paper venue (fills, fees, funding, margin) and fault injection, fed by a market view rather
+than by warehouse tables."""

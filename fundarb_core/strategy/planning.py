@@ -26,14 +26,18 @@ Choices the spec leaves open (the formula modules document theirs):
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from fundarb_core.domain.plan import Plan
+from fundarb_core.domain.positions import PairPosition
 from fundarb_core.funding import HOURS_PER_YEAR
 from fundarb_core.strategy.basis import basis_checks, basis_risk_bp, basis_z
 from fundarb_core.strategy.config import KeeperConfig
@@ -75,13 +79,19 @@ def _first_reason(conditions: Sequence[tuple[str, npt.NDArray[np.bool_]]], n: in
     return code
 
 
+@functools.lru_cache(maxsize=256)
+def _dtype(values: tuple[str, ...]) -> pd.CategoricalDtype:
+    """One categorical dtype per label set (validating categories costs more than building the column)."""
+    return pd.CategoricalDtype(pd.Index(list(values), dtype=object))
+
+
 def _reason_column(codes: IntArray) -> pd.Categorical:
     """Reason codes as a categorical of names, missing (NaN) for accepted rows."""
-    return pd.Categorical.from_codes(codes - 1, categories=list(REASONS))
+    return pd.Categorical.from_codes(codes - 1, dtype=_dtype(REASONS))
 
 
 def _names(values: Sequence[str], idx: IntArray) -> pd.Categorical:
-    return pd.Categorical.from_codes(idx, categories=pd.Index(list(values), dtype=object))
+    return pd.Categorical.from_codes(idx, dtype=_dtype(tuple(values)))
 
 
 def _fee_arrays(venues: Sequence[str], config: KeeperConfig) -> tuple[FloatArray, FloatArray]:
@@ -276,7 +286,7 @@ def _plan_arrays(snapshot: Snapshot, cand: dict[str, np.ndarray], config: Keeper
 def _plans_frame(snapshot: Snapshot, arrays: dict[str, np.ndarray]) -> pd.DataFrame:
     arrays = dict(arrays)
     arrays["binding_constraint"] = pd.Categorical.from_codes(arrays["binding_constraint"],
-                                                             categories=list(SIZE_CONSTRAINTS))
+                                                             dtype=_dtype(tuple(SIZE_CONSTRAINTS)))
     return _frame(snapshot, arrays, PLAN_COLUMNS)
 
 
@@ -330,12 +340,20 @@ class Position:
         return float(break_even_hours(self.total_costs_usd, self.hourly_return_usd))
 
     @classmethod
-    def from_plan(cls, plan: pd.Series | dict[str, Any], hours_held: float = 0.0) -> Position:
+    def from_plan(cls, plan: Plan | pd.Series | dict[str, Any], hours_held: float = 0.0) -> Position:
         """The position a plan opens."""
-        return cls(asset=str(plan["asset"]), short_venue=str(plan["short_venue"]),
-                   long_venue=str(plan["long_venue"]), size_usd=float(plan["size_usd"]),
-                   total_costs_usd=float(plan["total_costs_usd"]), exit_fees_usd=float(plan["exit_fees_usd"]),
-                   hourly_return_usd=float(plan["expected_hourly_return_usd"]), hours_held=hours_held)
+        p = plan if isinstance(plan, Plan) else Plan.from_row(dict(plan))
+        return cls(asset=p.asset, short_venue=p.short_venue, long_venue=p.long_venue, size_usd=p.size_usd,
+                   total_costs_usd=p.total_costs_usd, exit_fees_usd=p.exit_fees_usd,
+                   hourly_return_usd=p.expected_hourly_return_usd, hours_held=hours_held)
+
+    @classmethod
+    def from_pair(cls, p: PairPosition, now: datetime) -> Position:
+        """The switching rule's view of a held pair position at ``now`` (the one conversion)."""
+        return cls(asset=p.asset, short_venue=p.short_venue, long_venue=p.long_venue, size_usd=p.size_usd,
+                   total_costs_usd=p.total_costs_usd or 0.0, exit_fees_usd=p.exit_fees_usd or 0.0,
+                   hourly_return_usd=p.expected_hourly_usd or 0.0,
+                   hours_held=(pd.Timestamp(now) - pd.Timestamp(p.opened_at)).total_seconds() / 3600.0)
 
 
 def mark_positions(positions: Sequence[Position], snapshot: Snapshot) -> list[Position]:
@@ -368,7 +386,7 @@ class Action:
 
     kind: Literal["enter", "switch", "none"]
     reason: str
-    plan: dict[str, Any] | None = None
+    plan: Plan | None = None
     close: Position | None = None
     compared_hours: float = float("nan")
     threshold_hours: float = float("nan")
@@ -400,12 +418,12 @@ def choose_action(
     venue_cats = [pd.Categorical(plans[k]) for k in ("short_venue", "long_venue")]
     assets = asset_cat.codes[order].astype("int64")
     size = plans["size_usd"].to_numpy()[order]
-    held = asset_cat.categories.get_indexer(pd.Index([p.asset for p in positions], dtype=object))
-    held = held[held >= 0]
+    asset_codes = {c: i for i, c in enumerate(asset_cat.categories)}
+    held = np.array([asset_codes[p.asset] for p in positions if p.asset in asset_codes], dtype="int64")
     gross = float(sum(2.0 * p.size_usd for p in positions))
 
-    def row(j: int) -> dict[str, Any]:
-        return plans.iloc[int(order[j])].to_dict()
+    def row(j: int) -> Plan:
+        return Plan.from_row(plans.iloc[int(order[j])].to_dict())
 
     if len(positions) < cfg.max_positions:
         can_enter = ~np.isin(assets, held) & (gross + 2.0 * size <= cfg.max_gross_exposure_usd)
@@ -421,12 +439,10 @@ def choose_action(
     new_hourly = plans["expected_hourly_return_usd"].to_numpy()[order]
     new_entry = plans["entry_fees_usd"].to_numpy()[order]
 
-    def code(cat: pd.Categorical, label: str) -> int:
-        return int(cat.categories.get_indexer(pd.Index([label], dtype=object))[0])
-
-    p_asset = np.array([code(asset_cat, p.asset) for p in positions])[:, None]
-    p_short = np.array([code(venue_cats[0], p.short_venue) for p in positions])[:, None]
-    p_long = np.array([code(venue_cats[1], p.long_venue) for p in positions])[:, None]
+    lookups = [{c: i for i, c in enumerate(cat.categories)} for cat in (asset_cat, *venue_cats)]
+    p_asset = np.array([lookups[0].get(p.asset, -1) for p in positions])[:, None]
+    p_short = np.array([lookups[1].get(p.short_venue, -1) for p in positions])[:, None]
+    p_long = np.array([lookups[2].get(p.long_venue, -1) for p in positions])[:, None]
     p_size = np.array([p.size_usd for p in positions])[:, None]
     same_asset = (assets[None, :] == p_asset) & (p_asset >= 0)
     other_held = np.isin(assets, held)[None, :] & ~same_asset
@@ -455,13 +471,26 @@ def choose_action(
 # ---------------------------------------------------------------------------------------------- cycle
 
 
-@dataclass(frozen=True)
 class CycleResult:
-    """One planning cycle's output."""
+    """One planning cycle's output: the plans, the action, and every candidate (built on first access — the
+    simulator never reads them)."""
 
-    candidates: pd.DataFrame
-    plans: pd.DataFrame
-    action: Action
+    def __init__(self, snapshot: Snapshot, candidate_arrays: dict[str, np.ndarray], plans: pd.DataFrame,
+                 action: Action) -> None:
+        self._snapshot, self._arrays = snapshot, candidate_arrays
+        self._candidates: pd.DataFrame | None = None
+        self.plans, self.action = plans, action
+
+    @property
+    def candidates(self) -> pd.DataFrame:
+        if self._candidates is None:
+            self._candidates = _frame(self._snapshot, self._arrays, ["spread_per_hour"])
+        return self._candidates
+
+    def with_action(self, action: Action) -> CycleResult:
+        out = CycleResult(self._snapshot, self._arrays, self.plans, action)
+        out._candidates = self._candidates
+        return out
 
 
 def plan_cycle(
@@ -470,7 +499,6 @@ def plan_cycle(
     """Discover, filter, plan and choose (§6.3), re-marking the positions at the snapshot's rates first."""
     cfg = config or KeeperConfig()
     cand = _discover_arrays(snapshot, cfg)
-    candidates = _frame(snapshot, cand, ["spread_per_hour"])
     plans = _plans_frame(snapshot, _plan_arrays(snapshot, _select(cand, cand["reason_code"] == 0), cfg))
     action = choose_action(plans, mark_positions(positions, snapshot), cfg)
-    return CycleResult(candidates, plans, action)
+    return CycleResult(snapshot, cand, plans, action)

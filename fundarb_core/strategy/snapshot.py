@@ -1,4 +1,4 @@
-"""The keeper's view of the market at one instant, as dense arrays, and its loader from DuckDB.
+"""The keeper's view of the market at one instant, as dense arrays.
 
 Why dense arrays: discovery, filtering and planning are then broadcasts over an ``(asset, venue)`` grid and an
 ``(asset, short venue, long venue)`` cube, with no per-pair Python and no joins in the hot path; 1,000 assets
@@ -24,10 +24,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Literal
 
-import duckdb
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
@@ -181,132 +178,3 @@ def snapshot_from_frames(
                 else:
                     target[aa] = pd.to_numeric(ar[f], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
     return snap.replace(drawdown=float(drawdown))
-
-
-def _as_naive_utc(as_of: str | datetime | pd.Timestamp) -> pd.Timestamp:
-    ts = pd.Timestamp(as_of)
-    return ts.tz_convert("UTC").tz_localize(None) if ts.tzinfo is not None else ts
-
-
-_VENUE_SQL = """
-WITH rates AS (  -- the last settlement a trader had seen at $as_of, if fresh (as spread_panel's rule)
-    SELECT venue, asset, observed_rate_per_hour AS rate_per_hour, observed_interval_hours AS interval_hours
-    FROM stg_funding_hourly
-    WHERE hour <= $as_of AND hour >= $as_of - to_hours($rate_window)
-      AND observed_rate_per_hour IS NOT NULL
-      AND epoch($as_of - observed_settled_at) / 3600 <= $rate_age * observed_interval_hours
-    QUALIFY row_number() OVER (PARTITION BY venue, asset ORDER BY hour DESC) = 1
-),
-vol AS (
-    SELECT venue, asset, sigma_daily,
-           CASE WHEN hour >= $as_of - to_hours($mkt_age) THEN volume_usd_24h END AS volume_usd_24h
-    FROM volatility
-    WHERE hour <= $as_of AND hour >= $as_of - to_hours($sigma_age) AND sigma_daily IS NOT NULL
-    QUALIFY row_number() OVER (PARTITION BY venue, asset ORDER BY hour DESC) = 1
-),
-base AS (
-    SELECT venue, asset, median(sigma_daily) AS sigma_baseline
-    FROM volatility
-    WHERE hour <= $as_of AND hour > $as_of - to_hours($base_hours)
-    GROUP BY venue, asset
-),
-px AS (
-    SELECT venue, asset, close AS mark_price FROM stg_candles
-    WHERE hour <= $as_of AND hour >= $as_of - to_hours($mkt_age)
-    QUALIFY row_number() OVER (PARTITION BY venue, asset ORDER BY hour DESC) = 1
-),
-oi AS (
-    SELECT venue, asset, oi_usd FROM open_interest
-    WHERE ts <= $as_of AND ts >= $as_of - to_hours($mkt_age)
-    QUALIFY row_number() OVER (PARTITION BY venue, asset
-                               ORDER BY ts DESC, CASE quote WHEN 'USDT' THEN 0 ELSE 1 END) = 1
-),
-depth AS (
-    SELECT venue, asset, mid_price,
-           CASE WHEN bid_depth_usd IS NULL THEN ask_depth_usd WHEN ask_depth_usd IS NULL THEN bid_depth_usd
-                ELSE least(bid_depth_usd, ask_depth_usd) END AS depth_usd
-    FROM orderbook_depth
-    WHERE ts <= $as_of AND ts >= $as_of - to_hours($mkt_age)
-    QUALIFY row_number() OVER (PARTITION BY venue, asset ORDER BY ts DESC) = 1
-)
-SELECT r.venue, r.asset, r.rate_per_hour, r.interval_hours,
-       coalesce(px.mark_price, depth.mid_price) AS mark_price,
-       oi.oi_usd, depth.depth_usd, vol.volume_usd_24h, vol.sigma_daily, base.sigma_baseline
-FROM rates r
-LEFT JOIN vol USING (venue, asset)
-LEFT JOIN base USING (venue, asset)
-LEFT JOIN px USING (venue, asset)
-LEFT JOIN oi USING (venue, asset)
-LEFT JOIN depth USING (venue, asset)
-"""
-
-_PAIR_SQL = """
-WITH pf AS (
-    SELECT asset, short_venue, long_venue, consistency_168h AS consistency,
-           spread_mean_168h AS mean_spread_per_hour, spread_mean_24h AS mean_spread_24h
-    FROM pair_features
-    WHERE hour <= $as_of AND hour >= $as_of - to_hours($mkt_age)
-    QUALIFY row_number() OVER (PARTITION BY asset, short_venue, long_venue ORDER BY hour DESC) = 1
-),
-b AS (
-    SELECT asset, short_venue, long_venue, basis_bp, basis_mean_168h AS basis_mean_bp,
-           basis_std_168h AS basis_std_bp, basis_n_168h AS basis_n
-    FROM basis
-    WHERE hour <= $as_of AND hour >= $as_of - to_hours($mkt_age)
-    QUALIFY row_number() OVER (PARTITION BY asset, short_venue, long_venue ORDER BY hour DESC) = 1
-)
-SELECT asset, short_venue, long_venue, pf.consistency, pf.mean_spread_per_hour, pf.mean_spread_24h,
-       pf.consistency AS win_rate, b.basis_bp, b.basis_mean_bp, b.basis_std_bp, b.basis_n
-FROM pf FULL OUTER JOIN b USING (asset, short_venue, long_venue)
-"""
-
-_ASSET_SQL = """
-SELECT asset, anomaly, liquidity_stress FROM regime_labels
-WHERE hour <= $as_of AND hour >= $as_of - to_hours($mkt_age)
-QUALIFY row_number() OVER (PARTITION BY asset ORDER BY hour DESC) = 1
-"""
-
-
-def snapshot_from_duckdb(
-    conn: duckdb.DuckDBPyConnection,
-    as_of_hour: str | datetime | pd.Timestamp,
-    balances_usd: Mapping[str, float] | None = None,
-    config: KeeperConfig | None = None,
-    venues: Sequence[str] | None = None,
-    baseline_forecast: Literal["none", "mean_24h"] = "none",
-) -> Snapshot:
-    """The snapshot a keeper would have had at ``as_of_hour``, from the SQL models (nothing after it).
-
-    Sources, each the latest row at or before ``as_of`` within a freshness limit from ``config``:
-
-    * rates — ``stg_funding_hourly`` observed columns (the last settlement at or before the row's hour), kept
-      only while the settlement is at most two of its intervals old at ``as_of`` (spread_panel's rule), so a
-      venue that stopped reporting drops out instead of contributing a stale rate;
-    * σ_daily and 24 h volume — ``volatility`` (σ up to 48 h old, volume up to 2 h); σ baseline — the median
-      σ_daily over the trailing 30 days;
-    * open interest, book depth (the thinner side), mark price (last bar close, else book mid) — up to 2 h old;
-    * per pair — ``pair_features`` (consistency and mean spread over 168 h) and ``basis`` (basis, its 168 h
-      mean, σ and count), up to 2 h old;
-    * per asset — ``regime_labels`` (anomaly, liquidity stress).
-
-    Choices: the win rate, which the keeper will read from its own funding-payment record (§8), is proxied by
-    the pair's consistency (share of the last 168 h its spread was positive), the win rate a holder of that
-    pair would have had; balances default to ``config.default_balance_usd`` per venue; no forecasts, TWAP
-    sizes or execution history are in the database, so those stay unknown — unless ``baseline_forecast``
-    is ``"mean_24h"``, which fills the forecast with the pair's trailing 24 h mean spread (the rolling-mean
-    baseline of spec §9) for keepers run without a model: the observed spread of hourly venues is noisy, and
-    planning on it makes the switching rule chase one-hour moves.
-    """
-    cfg = config or KeeperConfig()
-    ts = _as_naive_utc(as_of_hour)
-    params = {"as_of": ts.to_pydatetime(), "rate_age": cfg.max_rate_age_intervals,
-              "rate_window": int(np.ceil(cfg.max_rate_age_intervals * 8.0)),  # the longest interval is 8 h
-              "mkt_age": int(cfg.max_market_age_hours), "sigma_age": int(cfg.max_sigma_age_hours),
-              "base_hours": int(cfg.sigma_baseline_hours)}
-    venue_rows = conn.execute(_VENUE_SQL, params).df()
-    pair_params = {k: params[k] for k in ("as_of", "mkt_age")}
-    pair_rows = conn.execute(_PAIR_SQL, pair_params).df()
-    asset_rows = conn.execute(_ASSET_SQL, pair_params).df()
-    if baseline_forecast == "mean_24h":
-        pair_rows["forecast_spread_per_hour"] = pair_rows["mean_spread_24h"]
-    return snapshot_from_frames(venue_rows, pair_rows, asset_rows, balances_usd, cfg, venues, as_of=ts)

@@ -1,5 +1,5 @@
-"""The live venue adapter: :class:`CcxtExchange` implements :class:`~fundarb_core.simulation.paper_venue.ExchangeAdapter`
-with the real ccxt exchange classes.
+"""The live venue adapter: :class:`CcxtExchange` implements
+:class:`~fundarb_core.execution.venue.ExchangeAdapter` with the real ccxt exchange classes.
 
 Why each rule:
 
@@ -42,16 +42,9 @@ from typing import Any, TypeVar
 
 import ccxt
 
-from fundarb_core.simulation.paper_venue import (
-    Balance,
-    BookTop,
-    ExchangeError,
-    FundingPayment,
-    Order,
-    OrderTimeout,
-    Side,
-    VenuePosition,
-)
+from fundarb_core.domain.orders import Order, Side
+from fundarb_core.domain.venue_state import Balance, BookTop, FundingPayment, VenuePosition
+from fundarb_core.execution.venue import ExchangeError, OrderTimeout
 from fundarb_core.sources.ccxt_source import CcxtSource
 from fundarb_core.venues import get_venue
 

@@ -31,6 +31,7 @@ from fundarb_core.forecast.registry import ForecastSettings
 from fundarb_pipelines.assets.forecast import MlflowTracking
 from fundarb_pipelines.metadata import markdown_table
 from fundarb_pipelines.resources import DUCKDB_POOL, FundarbDuckDB
+from fundarb_pipelines.trading import KeeperTrading
 
 BACKTEST_GROUP = "backtest"
 RAW_DEPS = ["funding_rates", "open_interest", "orderbook_depth", "candles"]
@@ -207,11 +208,11 @@ def leverage_safety(context: dg.AssetExecutionContext, config: LeverageSafetyCon
           description="The backtest report for the keeper's realised ledger (paper or live): the same figures as "
           "a backtest, from what was actually filled and paid, and per position the funding and costs the plan "
           "expected against what was realised.")
-def keeper_ledger_report(duckdb: FundarbDuckDB) -> dg.Output[dict[str, object]]:
-    with duckdb.get_connection() as conn:
-        view = ledger_view(conn)
-        perf = conn.execute("SELECT avg(estimated_apy), avg(realised_apy_7d) FROM performance_snapshots "
-                            "WHERE estimated_apy IS NOT NULL").fetchall() if view is not None else []
+def keeper_ledger_report(duckdb: FundarbDuckDB, trading: KeeperTrading) -> dg.Output[dict[str, object]]:
+    with trading.trading_db(duckdb.database) as tconn, duckdb.get_connection() as conn:
+        view = ledger_view(tconn, conn)
+        perf = tconn.execute("SELECT avg(estimated_apy), avg(realised_apy_7d) FROM performance_snapshots "
+                             "WHERE estimated_apy IS NOT NULL").fetchall() if view is not None else []
     if view is None:
         return dg.Output({}, metadata={"note": "the keeper has not run on this database yet"})
     summary = summarise(view)

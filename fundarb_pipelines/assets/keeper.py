@@ -1,14 +1,18 @@
 """The keeper as Dagster assets: one cycle (reconcile → plan → execute → ledger) and its performance.
 
-``keeper_job`` materialises both; the sensor in ``sensors.py`` launches it when fresh inputs land.
-The plan (every candidate considered and why it was taken or rejected) and the performance block
-are asset metadata, so the UI shows what the keeper saw and did.  Paper mode is the default; live
-mode (``CcxtExchange``: real venues through ccxt, keys only from the environment) needs the run config
-*and* ``FUNDARB_LIVE=1``.
+``keeper_job`` materialises both; the sensor in ``sensors.py`` launches it when fresh inputs land.  The plan
+(every candidate considered and why it was taken or rejected) and the performance block are asset metadata, so
+the UI shows what the keeper saw and did.  ``keeper_cycle`` declares every warehouse table the keeper reads
+(:data:`~fundarb_core.storage.market_queries.KEEPER_TABLES`) and the forecasts.
+
+Why two phases: the cycle first reads what it needs from the warehouse — the market as of its instant, the
+forecasts — under the warehouse's lock, releases it, and only then trades, writing to its own trading file
+(:class:`~fundarb_pipelines.trading.KeeperTrading`): an ingest or a model build never delays an order, and
+a slow venue never blocks an ingest.  Paper mode is the default; live mode (``CcxtExchange``: real venues through
+ccxt, keys only from the environment) needs ``FUNDARB_KEEPER_MODE=live`` *and* ``FUNDARB_LIVE=1``.
 """
 
 import json
-import os
 from datetime import datetime
 
 import dagster as dg
@@ -16,26 +20,28 @@ import duckdb as duckdb_lib
 import pandas as pd
 from pydantic import Field
 
+from fundarb_core.execution.cycle import CycleContext, run_cycle
+from fundarb_core.execution.ledger import Ledger
+from fundarb_core.storage.ledger_store import DuckDBLedgerStore
+from fundarb_core.storage.market_queries import KEEPER_TABLES
+from fundarb_core.storage.market_view import WarehouseMarketView
+from fundarb_core.storage.paper_store import DuckDBPaperStore
 from fundarb_core.strategy.config import KeeperConfig
-from fundarb_core.execution.cycle import run_cycle
-from fundarb_core.simulation.paper_venue import ExchangeAdapter, PaperExchange
 from fundarb_pipelines.metadata import markdown_table
-from fundarb_pipelines.resources import DUCKDB_POOL, FundarbDuckDB
+from fundarb_pipelines.resources import FundarbDuckDB
+from fundarb_pipelines.trading import KeeperTrading
 
 KEEPER_GROUP = "keeper"
-LIVE_ENV = "FUNDARB_LIVE"
+KEEPER_INPUTS = (*KEEPER_TABLES, "funding_forecasts")
 
 
 class KeeperRunConfig(dg.Config):
     """Run config of one keeper cycle (the Launchpad form in the UI)."""
 
-    mode: str = Field(default="paper", description="paper | live (live also needs FUNDARB_LIVE=1)")
     dry_run: bool = Field(default=False, description="plan and record decisions, send no orders")
     capital_usd_per_venue: float = Field(default=10_000.0, description="paper wallet per venue on first use")
     max_position_size_usd: float = Field(default=10_000.0)
     as_of: str | None = Field(default=None, description="cycle time (UTC); default: the data's latest hour")
-    live_venues: list[str] = Field(default_factory=lambda: ["binance", "hyperliquid"],
-                                   description="venues traded in live mode (keys from FUNDARB_<VENUE>_* env vars)")
 
 
 def _as_of(conn: duckdb_lib.DuckDBPyConnection, configured: str | None) -> datetime:
@@ -62,44 +68,47 @@ def _forecasts(conn: duckdb_lib.DuckDBPyConnection) -> pd.DataFrame | None:
     return pd.concat([fwd, rev], ignore_index=True)
 
 
-@dg.asset(
-    group_name=KEEPER_GROUP, pool=DUCKDB_POOL, kinds={"duckdb", "python"},
-    deps=["funding_rates", "spread_panel", "regime_labels", "funding_forecasts"],
-    description="One keeper cycle: reconcile with the venues, repair single legs, health actions, plan, at most "
-    "one entry or switch, all recorded in the ledger tables (ledger_*, cycle_decisions).",
-)
-def keeper_cycle(context: dg.AssetExecutionContext, config: KeeperRunConfig, duckdb: FundarbDuckDB) -> (
-    dg.MaterializeResult
-):
-    if config.mode not in ("paper", "live"):
-        raise dg.Failure(f"unknown keeper mode {config.mode!r}; expected paper or live")
-    if config.mode == "live" and os.environ.get(LIVE_ENV) != "1":
-        raise dg.Failure(f"live mode needs {LIVE_ENV}=1 in the environment as well as mode=live")
-    kcfg = KeeperConfig(max_position_size_usd=config.max_position_size_usd)
-    with duckdb.get_connection() as conn:
-        now = _as_of(conn, config.as_of)
-        exchange: ExchangeAdapter
-        if config.mode == "live":
-            from fundarb_core.venues.ccxt_venue import CcxtExchange  # real venues, keys from the environment
+def _read_market(conn: duckdb_lib.DuckDBPyConnection, kcfg: KeeperConfig, now: datetime,
+                 since: datetime) -> WarehouseMarketView:
+    """Everything the cycle will read of the market, from ``since`` (the paper venue's oldest unpaid funding) to
+    ``now``, then detached from the warehouse."""
+    return WarehouseMarketView(conn, kcfg).preload(min(since, now), now, first=now).detach()
 
-            exchange = CcxtExchange(venues=config.live_venues)
-            venues: list[str] | None = list(config.live_venues)
-        else:
+
+@dg.asset(
+    group_name=KEEPER_GROUP, kinds={"duckdb", "python"}, deps=list(KEEPER_INPUTS),
+    description="One keeper cycle: reconcile with the venues, repair single legs, health actions, plan, at most "
+    "one entry or switch, all recorded in the keeper's trading file (ledger_*, cycle_decisions, paper_*). Reads "
+    "the warehouse first, then trades without holding it.",
+)
+def keeper_cycle(context: dg.AssetExecutionContext, config: KeeperRunConfig, duckdb: FundarbDuckDB,
+                 trading: KeeperTrading) -> dg.MaterializeResult:
+    trading.check()
+    kcfg = KeeperConfig(max_position_size_usd=config.max_position_size_usd)
+    with trading.trading_db(duckdb.database) as tconn:
+        funded = [p.funded_to for p in DuckDBPaperStore(tconn).load().positions.values()
+                  if p.funded_to is not None and p.book.qty != 0] if trading.mode == "paper" else []
+        with duckdb.get_connection() as conn:  # phase 1: read, then release the warehouse
+            now = _as_of(conn, config.as_of)
+            market = _read_market(conn, kcfg, now, min(funded, default=now))
+            forecasts = _forecasts(conn)
             all_venues = [r[0] for r in conn.execute("SELECT DISTINCT venue FROM funding_rates").fetchall()]
-            exchange = PaperExchange(conn, config=kcfg, now=now,
-                                     initial_balances={v: config.capital_usd_per_venue for v in all_venues})
-            venues = None
-        report = run_cycle(conn, exchange, kcfg, now, forecasts=_forecasts(conn), dry_run=config.dry_run,
-                           venues=venues)
-        decisions = conn.execute(
-            "SELECT stage, asset, short_venue, long_venue, valid, taken, reason, score, size_usd, break_even_hours, "
-            "expected_apy FROM cycle_decisions WHERE cycle_ts = ? ORDER BY taken DESC, score DESC NULLS LAST LIMIT 25",
-            [now],
-        ).df() if report.decisions else pd.DataFrame()
+        capital = {v: config.capital_usd_per_venue for v in all_venues}
+        exchange = trading.venue(market, kcfg, tconn, now, capital)  # phase 2: trade on the trading file only
+        ledger = Ledger(DuckDBLedgerStore(tconn))
+        ctx = CycleContext(market, exchange, ledger, kcfg,
+                           venues=list(trading.live_venues) if trading.mode == "live" else None)
+        report = run_cycle(ctx, now, forecasts=forecasts, dry_run=config.dry_run)
+    decisions = ledger.decisions()
+    if len(decisions):
+        decisions = decisions[pd.to_datetime(decisions["cycle_ts"]) == pd.Timestamp(now)]
+        decisions = decisions.sort_values(["taken", "score"], ascending=[False, False], na_position="last").head(25)
+        decisions = decisions[["stage", "asset", "short_venue", "long_venue", "valid", "taken", "reason", "score",
+                               "size_usd", "break_even_hours", "expected_apy"]]
     context.log.info(f"keeper cycle at {now}: {report.action} ({report.reason})")
     return dg.MaterializeResult(metadata={
         "as_of": str(now),
-        "mode": config.mode + (" (dry run)" if config.dry_run else ""),
+        "mode": trading.mode + (" (dry run)" if config.dry_run else ""),
         "action": report.action,
         "reason": report.reason,
         "position_id": report.position_id or "-",
@@ -112,16 +121,16 @@ def keeper_cycle(context: dg.AssetExecutionContext, config: KeeperRunConfig, duc
 
 
 @dg.asset(
-    group_name=KEEPER_GROUP, pool=DUCKDB_POOL, kinds={"duckdb"}, deps=[keeper_cycle],
+    group_name=KEEPER_GROUP, kinds={"duckdb"}, deps=[keeper_cycle],
     description="The keeper's performance block (spec §8): estimated APY, realised 7-day APY, break-even "
     "progress, positions, margin, minimum health factor, funding win rate and payment metrics.",
 )
-def keeper_performance(duckdb: FundarbDuckDB) -> dg.MaterializeResult:
-    with duckdb.get_connection() as conn:
-        perf = conn.execute("SELECT ts, metrics FROM performance_snapshots ORDER BY ts DESC LIMIT 1").fetchall()
-    if not perf:
+def keeper_performance(duckdb: FundarbDuckDB, trading: KeeperTrading) -> dg.MaterializeResult:
+    with trading.trading_db(duckdb.database) as tconn:
+        perf = DuckDBLedgerStore(tconn).query("SELECT ts, metrics FROM performance_snapshots ORDER BY ts DESC LIMIT 1")
+    if perf.empty:
         return dg.MaterializeResult(metadata={"note": "no cycle has run yet"})
-    row = {"as_of": str(perf[0][0]), **json.loads(perf[0][1])}
+    row = {"as_of": str(perf["ts"].iloc[0]), **json.loads(perf["metrics"].iloc[0])}
     meta: dict[str, dg.RawMetadataValue] = {}
     for k, v in row.items():
         if isinstance(v, (int, float)) and not isinstance(v, bool):
