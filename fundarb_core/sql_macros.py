@@ -69,9 +69,9 @@ SIGMA_WINDOW_HOURS = 168
 """Realised σ look-back (spec §3: 7 days)."""
 
 
-def quote_rank(quote: str | None) -> int:
-    """0 for USDT, 1 for USDC, 2 for any other quote (``None`` included): lower is preferred."""
-    return QUOTE_ORDER.index(quote) if quote in QUOTE_ORDER else len(QUOTE_ORDER)
+def quote_rank(quote: object) -> int:
+    """0 for USDT, 1 for USDC, 2 for any other quote (a missing one — None, NaN, pd.NA — included): lower first."""
+    return QUOTE_ORDER.index(quote) if isinstance(quote, str) and quote in QUOTE_ORDER else len(QUOTE_ORDER)
 
 
 def _unknown_timeframe(timeframe: object) -> str:

@@ -123,6 +123,7 @@ def test_quote_rank_orders_real_quotes(conn: duckdb.DuckDBPyConnection) -> None:
     assert rows[0] == ("USDT", 0) and rows[1] == ("USDC", 1)
     assert all(rank == 2 for _, rank in rows[2:])  # any other quote, and an unknown one, after both
     assert all(quote_rank(q) == rank for q, rank in rows)  # the Python twin agrees on every value
+    assert quote_rank(pd.NA) == quote_rank(float("nan")) == 2  # pandas' missing values rank last too
 
 
 def test_bar_minutes_and_unknown_timeframe(conn: duckdb.DuckDBPyConnection) -> None:
