@@ -12,6 +12,9 @@ A model file is a ``SELECT`` preceded by a header of ``-- key: value`` lines:
 * ``accepted_range: col lo hi`` (repeatable) — an asset check that every value is in [lo, hi];
 * ``summary: <SELECT …>`` — a query whose result is attached as a markdown table (thresholds,
   coverage …).
+
+A rule that more than one model (or Python) applies — quote ranking, bar length, rate staleness, σ — is a macro of
+:mod:`fundarb_core.sql_macros`, never written out in a model; every connection that builds models installs them.
 """
 
 import hashlib
@@ -20,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
+
+from fundarb_core.sql_macros import install_macros
 
 SQL_DIR = Path(__file__).resolve().parent.parent / "dbt_like_sql"
 _REF = re.compile(r"\{\{\s*ref\(\s*['\"]([A-Za-z_][A-Za-z0-9_]*)['\"]\s*\)\s*\}\}")
@@ -107,9 +112,11 @@ def topological(models: list[SqlModel]) -> list[SqlModel]:
 
 def build_all(conn: duckdb.DuckDBPyConnection, models: list[SqlModel] | None = None) -> dict[str, int]:
     """Rebuild every model on ``conn`` in dependency order, outside Dagster (benchmarks, research
-    integrity tests); returns row counts.  Same SQL as the assets run."""
+    integrity tests); returns row counts.  Same SQL as the assets run, on the same rule macros
+    (:func:`fundarb_core.sql_macros.install_macros`, installed first)."""
     counts = {}
     conn.execute("SET enable_progress_bar = false")
+    install_macros(conn)
     for model in topological(models if models is not None else load_models()):
         conn.execute(f"CREATE OR REPLACE TABLE {model.name} AS\n{model.sql}")
         counts[model.name] = int(conn.execute(f"SELECT count(*) FROM {model.name}").fetchall()[0][0])

@@ -18,6 +18,7 @@ import pandas as pd
 
 from fundarb_core.funding import ALLOWED_INTERVALS_HOURS, MAX_ABS_RATE_PER_HOUR
 from fundarb_core.schema import FUNDING, TableSpec
+from fundarb_core.sql_macros import TIMEFRAME_MINUTES
 from fundarb_core.symbols import CanonicalSymbol, SymbolError, normalize_symbol
 from fundarb_core.venues import UnknownVenueError
 
@@ -97,7 +98,8 @@ def validate(spec: TableSpec, frame: pd.DataFrame, now: datetime | None = None) 
     ``interval_hours``).  Checks, in order: known venue and readable symbol; timestamp present
     and not in the future; required numbers finite; optional numbers finite where present;
     positivity; table rules (funding interval in {1,2,4,8} h and |rate per hour| below
-    ``MAX_ABS_RATE_PER_HOUR``; candle high/low consistent, volume ≥ 0); and finally duplicate
+    ``MAX_ABS_RATE_PER_HOUR``; candle timeframe known to ``sql_macros.TIMEFRAME_MINUTES``, high/low
+    consistent, volume ≥ 0); and finally duplicate
     keys within the batch with conflicting values.
     """
     now = now or datetime.now(UTC)
@@ -139,6 +141,9 @@ def validate(spec: TableSpec, frame: pd.DataFrame, now: datetime | None = None) 
         flag(rph > MAX_ABS_RATE_PER_HOUR, "rate",
              f"|rate per hour| above the sane bound {MAX_ABS_RATE_PER_HOUR} (4 %/h, Hyperliquid's cap)")
     elif spec.name == "candles":
+        # the bar length rule (sql_macros.bar_minutes): a bar of unknown length has no known close time
+        flag(~frame["timeframe"].isin(list(TIMEFRAME_MINUTES)), "timeframe",
+             f"unknown timeframe (known: {', '.join(TIMEFRAME_MINUTES)})")
         o, h, lo, c = (numeric[k] for k in ("open", "high", "low", "close"))
         flag(h < np.maximum.reduce([o, c, lo]), "high", "high below open/close/low")
         flag(lo > np.minimum(o, c), "low", "low above open/close")

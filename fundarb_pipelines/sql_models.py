@@ -9,6 +9,7 @@ SQL is both the table reference and the asset dependency — in one small module
 
 import dagster as dg
 
+from fundarb_core.sql_macros import install_macros
 from fundarb_core.sql_models import SQL_DIR, SqlModel, build_all, load_models, parse_model, topological
 from fundarb_core.storage import transaction
 from fundarb_pipelines.metadata import markdown_table
@@ -43,6 +44,7 @@ def build_model_asset(model: SqlModel) -> dg.AssetsDefinition:
     )
     def _model(context: dg.AssetExecutionContext, duckdb: FundarbDuckDB) -> dg.MaterializeResult:
         with duckdb.get_connection() as conn:
+            install_macros(conn)  # the shared rules (quote rank, bar length, staleness, σ) the models call
             with transaction(conn):
                 conn.execute(f"CREATE OR REPLACE TABLE {model.name} AS\n{model.sql}")
             rows = int(conn.execute(f"SELECT count(*) FROM {model.name}").fetchall()[0][0])

@@ -10,7 +10,7 @@ WITH base AS (
 ),
 oi AS (
     SELECT venue, asset, ts, oi_usd FROM {{ ref('open_interest') }}
-    QUALIFY row_number() OVER (PARTITION BY venue, asset, ts ORDER BY CASE quote WHEN 'USDT' THEN 0 ELSE 1 END) = 1
+    QUALIFY row_number() OVER (PARTITION BY venue, asset, ts ORDER BY quote_rank(quote)) = 1
 ),
 rolled AS (
     SELECT b.*,

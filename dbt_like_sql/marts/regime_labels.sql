@@ -8,7 +8,8 @@ WITH rates AS (
         CASE WHEN count(observed_rate_per_hour) >= 2
              THEN max(observed_rate_per_hour) - min(observed_rate_per_hour) END AS dispersion,
         bool_or(abs(observed_rate_per_hour) > 0.005) AS absurd_rate,
-        count(*) FILTER (WHERE observed_age_hours > 2 * observed_interval_hours AND observed_age_hours < 168)
+        count(*) FILTER (WHERE NOT rate_is_fresh(observed_age_hours, observed_interval_hours)
+                              AND observed_age_hours < 168)
           AS stale_venues
     FROM {{ ref('stg_funding_hourly') }}
     GROUP BY asset, hour

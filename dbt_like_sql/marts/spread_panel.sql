@@ -4,7 +4,7 @@
 -- accepted_range: spread_per_hour -0.08 0.08
 -- summary: SELECT asset, count(DISTINCT short_venue || '/' || long_venue) AS ordered_pairs, count(*) AS rows, round(avg(observed_spread_apr) FILTER (WHERE observed_spread_apr > 0), 4) AS mean_positive_apr FROM spread_panel GROUP BY 1 ORDER BY 1
 WITH legs AS (  -- an observed rate older than two of its intervals is stale: the venue stopped reporting
-    SELECT *, coalesce(observed_age_hours <= 2 * observed_interval_hours, false) AS observed_fresh
+    SELECT *, rate_is_fresh(observed_age_hours, observed_interval_hours) AS observed_fresh
     FROM {{ ref('stg_funding_hourly') }}
 )
 SELECT

@@ -3,16 +3,14 @@
 -- not_null: venue, asset, hour, close
 -- accepted_range: close 0 1e12
 WITH tf AS (
-    SELECT *, CASE timeframe WHEN '1m' THEN 1 WHEN '5m' THEN 5 WHEN '15m' THEN 15 WHEN '30m' THEN 30
-                             WHEN '1h' THEN 60 WHEN '4h' THEN 240 ELSE 1440 END AS bar_minutes
+    SELECT *, bar_minutes(timeframe) AS bar_minutes  -- an unknown timeframe is an error (sql_macros)
     FROM {{ ref('candles') }}
 ),
 ranked AS (
     SELECT venue, asset, venue_symbol, timeframe,
            row_number() OVER (
                PARTITION BY venue, asset
-               ORDER BY min(bar_minutes), CASE quote WHEN 'USDT' THEN 0 WHEN 'USDC' THEN 1 ELSE 2 END,
-                        count(*) DESC, venue_symbol
+               ORDER BY min(bar_minutes), quote_rank(quote), count(*) DESC, venue_symbol
            ) AS rk
     FROM tf GROUP BY venue, asset, venue_symbol, timeframe, quote
 ),
@@ -28,5 +26,5 @@ bars AS (
 )
 SELECT venue, asset, venue_symbol, timeframe, bar_minutes, hour, open, high, low, close, volume,
        volume * close AS volume_usd,
-       CASE WHEN gap_minutes = bar_minutes THEN ln(close / prev_close) END AS log_return
+       consecutive_log_return(close, prev_close, gap_minutes, bar_minutes) AS log_return
 FROM bars

@@ -8,7 +8,7 @@ WITH symbol_rank AS (
     SELECT venue, asset, venue_symbol,
            row_number() OVER (
                PARTITION BY venue, asset
-               ORDER BY CASE quote WHEN 'USDT' THEN 0 WHEN 'USDC' THEN 1 ELSE 2 END, count(*) DESC, venue_symbol
+               ORDER BY quote_rank(quote), count(*) DESC, venue_symbol
            ) AS rk
     FROM {{ ref('funding_rates') }}
     GROUP BY venue, asset, venue_symbol, quote

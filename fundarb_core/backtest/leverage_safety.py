@@ -10,12 +10,13 @@ Inputs and the choices the spec leaves open:
 
 * **Bars** — per asset the finest series in ``candles``, chosen from what is known when the window opens (the
   choice must not depend on the window's bars): among series with a bar closing in the 7 days before the window
-  start (live then), the smallest bar length (``timeframe`` parsed: ``15m``, ``1h``, ``4h`` …), ties broken by
-  most bars closing by the start, then Binance first (the deepest perp market, whose prints liquidation engines
-  track most closely), then USDT quote, then venue/symbol name for determinism.  One price series stands for *both*
-  legs: the basis between the two venues is ignored, so the legs' price PnL cancels exactly; only the intra-bar
-  worst move matters, for liquidation.  The bundled data has 1 h bars only, so the backtest runs on 1 h bars (the
-  spec's 15 m when a source provides them).
+  start (live then), the smallest bar length (``sql_macros.bar_minutes``: ``15m``, ``1h``, ``4h`` …; an unknown
+  timeframe is an error, as in the models), ties broken by most bars closing by the start, then Binance first (the
+  deepest perp market, whose prints liquidation engines track most closely), then quote rank
+  (``sql_macros.quote_rank``: USDT, USDC, other), then venue/symbol name for determinism.  One price series stands
+  for *both* legs: the basis between the two venues is ignored, so the legs' price PnL cancels exactly; only the
+  intra-bar worst move matters, for liquidation.  The bundled data has 1 h bars only, so the backtest runs on 1 h
+  bars (the spec's 15 m when a source provides them).
 * **Window** — ``end`` defaults to the close of the asset's last bar at its finest bar length (any venue); the
   window holds the chosen series' bars with ``end − days ≤ open`` and ``close ≤ end``.  Timestamps are naive UTC
   (as in DuckDB); a tz-aware ``end`` is converted.  An asset whose series does not reach back ``days`` + 7 days
@@ -24,8 +25,16 @@ Inputs and the choices the spec leaves open:
   consecutive bars whose close falls in ``(t − 168 h, t]`` — strictly before the bar, the same window as the
   ``volatility`` model's at ``hour = t``.  A return across a missing bar is dropped, never spread.  Fewer than half
   the window's returns → σ unknown → ``L_min`` (the leverage module's rule: no estimate, no leverage).
-  ``σ_daily = sigma_from_bars(σ_bar, bar_minutes)`` and ``L_t = sigma_distance_leverage(K, σ_daily, config)`` —
-  the keeper's own functions, with a fixed K (the sweep variable; the keeper's K adjustments are not applied).
+  One definition: the return, the window, σ and its daily scaling are the DuckDB macros of
+  :mod:`fundarb_core.sql_macros` (``consecutive_log_return``, ``trailing_sigma_bar``, ``trailing_return_count``,
+  ``sigma_daily``) that the ``volatility`` model is built from; :func:`trailing_sigma_daily` runs them on the
+  chosen series (on the bundled data the two agree to the last bits; the tests check it).  Why not read the
+  ``volatility`` table itself: it holds one series per venue chosen by ``stg_candles`` over *all* its bars, while
+  the backtest must take σ from the series it prices, chosen as of the window start; it has a row only at a bar's
+  close, while a 15 m (or gapped) series needs σ as of every bar's *open*, also the open after a missing bar; and
+  the no-look-ahead test recomputes σ on altered bars in memory.  ``L_t = sigma_distance_leverage(K, σ_daily,
+  config)`` — the keeper's own function, with a fixed K (the sweep variable; the keeper's K adjustments are not
+  applied).
 * **Pair** — the ordered (short, long) pair with the highest mean ``spread_per_hour`` in ``spread_panel`` over
   the 30 days before the window starts, using only rows already known then (``known_at ≤ start``; an 8 h venue's
   accrual is only known at its settlement) and only pairs observed in at least half those hours (a pair seen for
@@ -84,7 +93,6 @@ are vectorised.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -94,15 +102,16 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from fundarb_core.sql_macros import SIGMA_WINDOW_HOURS, bar_minutes, install_macros, quote_rank
 from fundarb_core.strategy.config import KeeperConfig
-from fundarb_core.strategy.leverage import liquidation_distance, sigma_distance_leverage, sigma_from_bars
+from fundarb_core.strategy.leverage import liquidation_distance, sigma_distance_leverage
 
 log = logging.getLogger(__name__)
 
 FloatArray = npt.NDArray[np.float64]
 
-SIGMA_WINDOW = pd.Timedelta(hours=168)
-"""σ look-back (spec §3: 168 h)."""
+SIGMA_WINDOW = pd.Timedelta(hours=SIGMA_WINDOW_HOURS)
+"""σ look-back (spec §3: 168 h), the ``trailing_sigma_bar`` macro's."""
 PAIR_SELECTION_DAYS = 30.0
 """Look-back before the window over which the venue pair is chosen."""
 MIN_SIGMA_COVERAGE = 0.5
@@ -112,9 +121,6 @@ MIN_PAIR_COVERAGE = 0.5
 DEFAULT_REBALANCE_BAND = 0.10
 """Re-lever only when the target notional is more than this fraction of the held notional away from it."""
 PREFERRED_VENUE = "binance"
-_QUOTE_RANK = {"USDT": 0, "USDC": 1}
-_TIMEFRAME = re.compile(r"^\s*(\d+)\s*([mhdwM])\s*$")
-_UNIT_MINUTES = {"m": 1.0, "h": 60.0, "d": 1440.0, "w": 10080.0, "M": 43200.0}
 _HOUR_NS = 3_600_000_000_000
 _MINUTE_NS = 60_000_000_000
 
@@ -165,17 +171,6 @@ class BarSeries:
     last_ts: pd.Timestamp
 
 
-def timeframe_minutes(timeframe: str) -> float:
-    """Bar length in minutes of a ccxt-style timeframe (``15m``, ``1h``, ``4h``, ``1d``, ``1w``, ``1M`` = 30 d).
-
-    Case matters only for ``m`` (minute) against ``M`` (month), as in ccxt.
-    """
-    m = _TIMEFRAME.match(timeframe)
-    if m is None:
-        raise ValueError(f"unknown timeframe {timeframe!r}")
-    return float(m.group(1)) * _UNIT_MINUTES[m.group(2)]
-
-
 def _naive(ts: datetime | str | pd.Timestamp) -> pd.Timestamp:
     t = pd.Timestamp(ts)
     return t.tz_convert("UTC").tz_localize(None) if t.tzinfo is not None else t
@@ -186,16 +181,16 @@ def _ns(values: pd.Series | pd.DatetimeIndex | Sequence[pd.Timestamp]) -> npt.ND
 
 
 def _bar_rows(conn: duckdb.DuckDBPyConnection, asset: str) -> pd.DataFrame:
-    """Every candle key of ``asset`` with its parsed bar length and close time (unparsable timeframes dropped)."""
+    """Every candle key of ``asset`` with its bar length and close time; an unknown timeframe is a ``ValueError``
+    naming the series (``sql_macros.bar_minutes``: the models fail on it too)."""
     rows = conn.execute("SELECT venue, venue_symbol, timeframe, quote, ts FROM candles WHERE asset = ?", [asset]).df()
     rows["ts"] = pd.to_datetime(rows["ts"]).astype("datetime64[ns]")
     minutes: dict[str, float] = {}
-    for tf in rows["timeframe"].unique():
+    for venue, symbol, tf in rows[["venue", "venue_symbol", "timeframe"]].drop_duplicates().itertuples(index=False):
         try:
-            minutes[tf] = timeframe_minutes(tf)
-        except ValueError:
-            log.warning("leverage_safety: %s bars with timeframe %r ignored (unparsed)", asset, tf)
-    rows = rows[rows["timeframe"].isin(list(minutes))].copy()
+            minutes[tf] = float(bar_minutes(tf))
+        except ValueError as err:
+            raise ValueError(f"leverage_safety: candles {venue} {symbol}: timeframe: {err}") from None
     rows["bar_minutes"] = rows["timeframe"].map(minutes).astype("float64")
     rows["close_ts"] = rows["ts"] + pd.to_timedelta(rows["bar_minutes"], unit="min")
     return rows
@@ -216,7 +211,7 @@ def finest_series(
     """The price series for a window opening at ``start``, chosen from bars known by then (no look-ahead).
 
     Eligible: series with a bar closing in ``(start − 168 h, start]`` (live when the window opens).  Ranked by
-    smallest bar, then most bars closing by ``start``, then Binance, USDT quote, venue and symbol name.
+    smallest bar, then most bars closing by ``start``, then Binance, quote rank, venue and symbol name.
     """
     t0 = _naive(start)
     rows = _bar_rows(conn, asset)
@@ -230,7 +225,7 @@ def finest_series(
     if g.empty:
         return None
     g["preferred"] = (g["venue"] != PREFERRED_VENUE).astype(int)
-    g["quote_rank"] = g["quote"].map(_QUOTE_RANK).fillna(2)
+    g["quote_rank"] = g["quote"].map(quote_rank)
     g = g.sort_values(
         ["bar_minutes", "n", "preferred", "quote_rank", "venue", "venue_symbol"],
         ascending=[True, False, True, True, True, True],
@@ -259,41 +254,44 @@ def load_bars(conn: duckdb.DuckDBPyConnection, series: BarSeries, lo: pd.Timesta
     return frame.reset_index(drop=True)
 
 
+_SIGMA_SQL = """
+WITH r AS (
+    SELECT i, ts + to_microseconds($bar_us) AS close_ts,
+           consecutive_log_return(close, lag(close) OVER w, epoch(ts - lag(ts) OVER w) / 60, $bar_minutes)
+             AS log_return
+    FROM (SELECT i, ts::TIMESTAMP AS ts, close FROM _bars)
+    WINDOW w AS (ORDER BY ts)
+)
+SELECT sigma_daily(trailing_sigma_bar(log_return, 0, close_ts, to_microseconds($bar_us)), $bar_minutes) AS sigma,
+       trailing_return_count(log_return, 0, close_ts, to_microseconds($bar_us)) AS n
+FROM r ORDER BY i
+"""
+
+
 def trailing_sigma_daily(
     ts: pd.Series | pd.DatetimeIndex,
     close: npt.ArrayLike,
     bar_minutes: float,
-    window: pd.Timedelta = SIGMA_WINDOW,
     min_coverage: float = MIN_SIGMA_COVERAGE,
 ) -> FloatArray:
-    """σ_daily known at each bar's open: returns of consecutive bars closing in ``(open − window, open]``.
+    """σ_daily known at each bar's open: returns of consecutive bars closing in ``(open − 168 h, open]``.
 
-    Windowed sums of centred returns and their squares (cumulative-sum differences) give every bar's sample
-    variance in one pass; centring on the series mean keeps the subtraction well conditioned.
+    The ``volatility`` model's own macros (:mod:`fundarb_core.sql_macros`), run on a private in-memory DuckDB
+    (one thread: a deterministic summation order), as of each bar's open (``as_of_before`` = the bar length).
+    NaN where fewer than ``max(2, min_coverage × window / bar)`` returns are in the window.
     """
     t = _ns(ts)
-    c = np.asarray(close, dtype="float64")
-    bar_ns = round(bar_minutes * _MINUTE_NS)
-    close_t = t + bar_ns
-    r = np.full(len(c), np.nan)
-    if len(c) > 1:
-        consecutive = np.diff(t) == bar_ns
-        r[1:] = np.where(consecutive, np.log(c[1:] / c[:-1]), np.nan)
-    ok = np.isfinite(r)
-    centred = np.where(ok, r - (r[ok].mean() if ok.any() else 0.0), 0.0)
-    cnt = np.concatenate([[0], np.cumsum(ok)])
-    s1 = np.concatenate([[0.0], np.cumsum(centred)])
-    s2 = np.concatenate([[0.0], np.cumsum(centred * centred)])
-    win_ns = int(window.value)
-    lo = np.searchsorted(close_t, t - win_ns, side="right")
-    hi = np.searchsorted(close_t, t, side="right")
-    n = (cnt[hi] - cnt[lo]).astype("float64")
-    a, b = s1[hi] - s1[lo], s2[hi] - s2[lo]
-    need = max(2.0, min_coverage * win_ns / bar_ns)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        var = (b - a * a / n) / (n - 1.0)
-    sigma_bar = np.where(n >= need, np.sqrt(np.maximum(var, 0.0)), np.nan)
-    return np.asarray(sigma_from_bars(sigma_bar, bar_minutes), dtype="float64")
+    if len(t) == 0:
+        return np.zeros(0)
+    bars = pd.DataFrame({"i": np.arange(len(t)), "ts": pd.DatetimeIndex(t), "close": np.asarray(close, "float64")})
+    bar_us = round(bar_minutes * 60_000_000)
+    with duckdb.connect(":memory:", config={"threads": 1}) as mem:
+        install_macros(mem)
+        mem.register("_bars", bars)
+        out = mem.execute(_SIGMA_SQL, {"bar_us": bar_us, "bar_minutes": float(bar_minutes)}).df()
+    need = max(2.0, min_coverage * SIGMA_WINDOW / pd.Timedelta(microseconds=bar_us))
+    sigma = out["sigma"].to_numpy(dtype="float64", na_value=np.nan)
+    return np.where(out["n"].to_numpy(dtype="float64") >= need, sigma, np.nan)
 
 
 def select_pair(

@@ -20,16 +20,18 @@ exchange, :class:`fundarb_core.simulation.paper_venue.PaperExchange`), so that t
   ``(start, end]`` are read, so nothing after ``end`` is used (a row stamped a few ms after ``end`` *is* the
   settlement at ``end``).  Notional is held constant (the paper position's base quantity is fixed, so its
   notional drifts with the price; the oracle ignores that second-order effect).
-* **One symbol per (venue, asset)**, as the paper exchange: USDT-quoted first, then USDC, then anything else;
-  among symbols of the same quote rank the one with most settlements in the period (then the name, for
-  determinism).  An asset has a pair ``(s, l)`` when both venues have at least one settlement in the period;
-  assets with fewer than two such venues, and the config's blacklist (the keeper never trades them), are left out.
+* **One symbol per (venue, asset)**, as the paper exchange: USDT-quoted first, then USDC, then anything else
+  (``sql_macros.quote_rank``); among symbols of the same quote rank the one with most settlements in the period
+  (then the name, for determinism).  An asset has a pair ``(s, l)`` when both venues have at least one settlement
+  in the period; assets with fewer than two such venues, and the config's blacklist (the keeper never trades them),
+  are left out.
 * **Listing.**  A pair may only be held over ``(h, h + 1]`` while both venues are listed then: a venue counts as
   listed when one of its settlements lies within ``config.max_rate_age_intervals`` of its funding intervals
-  (2 × 1 h, 2 × 8 h, …) of the holding hour — the keeper's own staleness rule, beyond which it has no rate to
-  plan on.  Without this, a venue whose data starts or ends inside the period would be a free "leg" paying
-  nothing, and the oracle would collect the other venue's raw funding unhedged: on 2025-04 → 2026-04 that was a
-  third of the bound.  Short collection gaps (a missed hourly row) stay within the grace and change nothing.
+  (2 × 1 h, 2 × 8 h, …) of the holding hour — the keeper's own staleness rule (``sql_macros.rate_is_fresh`` with
+  ``MAX_RATE_AGE_INTERVALS``), beyond which it has no rate to plan on.  Without this, a venue whose data starts
+  or ends inside the period would be a free "leg" paying nothing, and the oracle would collect the other venue's
+  raw funding unhedged: on 2025-04 → 2026-04 that was a third of the bound.  Short collection gaps (a missed
+  hourly row) stay within the grace and change nothing.
 * **Costs** per unit notional, the paper exchange's: entering ``(s, l)`` at ``h`` costs ``maker_s + maker_l +
   2 × half_spread + impact_s(h) + impact_l(h)``, exiting ``taker_s + taker_l + 2 × half_spread + impact_s(h) +
   impact_l(h)`` (both legs fill at the touch, mid ∓ half spread, moved by the square-root impact), switching
@@ -65,6 +67,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from fundarb_core.sql_macros import install_macros
 from fundarb_core.strategy.config import KeeperConfig
 from fundarb_core.strategy.costs import sqrt_impact
 
@@ -307,7 +310,7 @@ WITH f AS (
     GROUP BY venue, asset, venue_symbol
     QUALIFY row_number() OVER (
         PARTITION BY venue, asset
-        ORDER BY min(CASE quote WHEN 'USDT' THEN 0 WHEN 'USDC' THEN 1 ELSE 2 END), count(*) DESC, venue_symbol
+        ORDER BY min(quote_rank(quote)), count(*) DESC, venue_symbol
     ) = 1
 )
 SELECT p.asset, p.venue, p.ts_r, p.rate, max(p.interval_hours) OVER (PARTITION BY p.venue, p.asset) AS iv
@@ -400,7 +403,9 @@ def oracle_inputs(
     h_count = len(hours)
     params: dict[str, object] = {"start": a.to_pydatetime(), "end": b.to_pydatetime()}
     filters = _in_clause("asset", assets, "assets", params) + _in_clause("venue", venues, "venues", params)
-    rows = conn.cursor().execute(_SETTLEMENTS_SQL.format(filters=filters), params).df()
+    cur = conn.cursor()
+    install_macros(cur)  # quote_rank: a cursor is a new connection, without the caller's temp macros
+    rows = cur.execute(_SETTLEMENTS_SQL.format(filters=filters), params).df()
     rows = rows[~rows["asset"].isin(cfg.blacklist)]
 
     per_asset: dict[str, list[str]] = {}

@@ -11,6 +11,7 @@ import dagster as dg
 
 from fundarb_core.funding import ALLOWED_INTERVALS_HOURS, MAX_ABS_RATE_PER_HOUR
 from fundarb_core.schema import RAW_TABLES
+from fundarb_core.sql_macros import install_macros
 from fundarb_pipelines.resources import DUCKDB_POOL, FundarbDuckDB, MarketSourceResource
 
 # A series is stale when its last row is older than this, relative to the data's "now".
@@ -63,6 +64,7 @@ def _gap_check(table: str, step_sql: str) -> dg.AssetChecksDefinition:
     )
     def _check(duckdb: FundarbDuckDB) -> dg.AssetCheckResult:
         with duckdb.get_connection() as conn:
+            install_macros(conn)  # bar_minutes
             gaps = conn.execute(
                 f"""
                 WITH s AS (
@@ -121,6 +123,6 @@ raw_checks: list[dg.AssetChecksDefinition] = [
     *(_unique_key_check(t) for t in RAW_TABLES),
     funding_rate_bounds,
     _gap_check("funding_rates", "interval_hours"),
-    _gap_check("candles", "CASE timeframe WHEN '1h' THEN 1 WHEN '15m' THEN 0.25 WHEN '4h' THEN 4 ELSE 24 END"),
+    _gap_check("candles", "bar_minutes(timeframe) / 60.0"),  # the bar length rule of fundarb_core.sql_macros
     *(_freshness_check(t) for t in FRESHNESS_LAG),
 ]
