@@ -8,6 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from fundarb_core.sql_macros import sigma_daily as sigma_from_bars
 from fundarb_core.strategy.basis import basis_checks, basis_payback_hours, basis_risk_bp, basis_z
 from fundarb_core.strategy.config import KeeperConfig
 from fundarb_core.strategy.costs import (
@@ -23,7 +24,7 @@ from fundarb_core.strategy.costs import (
     sqrt_impact,
 )
 from fundarb_core.strategy.health import below_target, health_actions, health_factor, reduce_size
-from fundarb_core.strategy.leverage import adjusted_k, liquidation_distance, sigma_distance_leverage, sigma_from_bars
+from fundarb_core.strategy.leverage import adjusted_k, liquidation_distance, sigma_distance_leverage
 from fundarb_core.strategy.scoring import composite_score
 from fundarb_core.strategy.sizing import SIZE_CONSTRAINTS, below_min_size, drawdown_scale, low_volume, position_size
 from fundarb_core.strategy.switching import should_switch, switch_break_even

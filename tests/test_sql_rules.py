@@ -46,12 +46,7 @@ RULES: dict[str, re.Pattern[str]] = {
 
 # Definitions still written out in modules the issue-10 lead is moving (engine, strategy, simulation): each entry
 # must disappear when he switches them to sql_macros — then delete it here.  Anything else is a failure.
-PENDING: dict[str, set[str]] = {
-    "fundarb_core/backtest/engine.py": {"bar_minutes"},
-    "fundarb_core/strategy/snapshot.py": {"quote_rank", "rate_is_fresh"},
-    "fundarb_core/simulation/paper_venue.py": {"quote_rank"},
-    "fundarb_core/strategy/leverage.py": {"sigma"},
-}
+PENDING: dict[str, set[str]] = {}
 
 
 def _sources() -> list[Path]:

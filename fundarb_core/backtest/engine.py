@@ -45,6 +45,7 @@ from fundarb_core.execution.reconcile import reconcile
 from fundarb_core.execution.risk import RiskConfig
 from fundarb_core.forecast.registry import ForecastSettings
 from fundarb_core.simulation.paper_venue import PaperVenue
+from fundarb_core.sql_macros import install_macros
 from fundarb_core.sql_models import build_all
 from fundarb_core.storage.ledger_store import DuckDBLedgerStore
 from fundarb_core.storage.market_view import WarehouseMarketView
@@ -56,8 +57,7 @@ Strategy = Literal["keeper", "keeper_forecast", "naive"]
 STRATEGIES: tuple[Strategy, ...] = ("keeper", "keeper_forecast", "naive")
 STRATEGY_LABELS = {"keeper": "keeper", "keeper_forecast": "keeper + forecasts", "naive": "naive 24h"}
 
-BAR_CLOSE_SQL = ("ts + to_minutes(CASE timeframe WHEN '1m' THEN 1 WHEN '5m' THEN 5 WHEN '15m' THEN 15 "
-                 "WHEN '30m' THEN 30 WHEN '1h' THEN 60 WHEN '4h' THEN 240 ELSE 1440 END)")
+BAR_CLOSE_SQL = "ts + to_minutes(bar_minutes(timeframe))"
 REPLICA_TABLES: Mapping[str, tuple[str, str]] = MappingProxyType({
     "funding_rates": ("ts", "venue, venue_symbol"), "open_interest": ("ts", "venue, venue_symbol"),
     "orderbook_depth": ("ts", "venue, venue_symbol"), "candles": (BAR_CLOSE_SQL, "venue, venue_symbol, timeframe"),
@@ -151,6 +151,8 @@ def market_replica(conn: duckdb.DuckDBPyConnection, start: pd.Timestamp, end: pd
     order the threads finish, and two runs on a busy machine differed by cents before this (7 % slower).
     """
     mem = duckdb.connect(":memory:", config={"threads": 1})
+    src = conn.cursor()
+    install_macros(src)
     lo = (start - pd.Timedelta(hours=warmup_hours)).to_pydatetime()
     hi = end.to_pydatetime()
     have = {r[0] for r in conn.execute("SELECT table_name FROM information_schema.tables").fetchall()}
@@ -158,8 +160,8 @@ def market_replica(conn: duckdb.DuckDBPyConnection, start: pd.Timestamp, end: pd
     if missing:
         raise ValueError(f"the database lacks the raw tables {', '.join(missing)}: ingest the data first")
     for table, (known, key) in REPLICA_TABLES.items():
-        arrow = conn.sql(f"SELECT * FROM {table} WHERE {known} >= $lo AND {known} <= $hi ORDER BY {known}, {key}",
-                         params={"lo": lo, "hi": hi}).to_arrow_table()
+        arrow = src.sql(f"SELECT * FROM {table} WHERE {known} >= $lo AND {known} <= $hi ORDER BY {known}, {key}",
+                        params={"lo": lo, "hi": hi}).to_arrow_table()
         mem.register("_src", arrow)
         mem.execute(f"CREATE TABLE {table} AS SELECT * FROM _src")
         mem.unregister("_src")

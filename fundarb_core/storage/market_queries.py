@@ -35,6 +35,7 @@ from datetime import datetime
 import duckdb
 import pandas as pd
 
+from fundarb_core.sql_macros import install_macros
 from fundarb_core.strategy.config import KeeperConfig
 
 KEEPER_TABLES: tuple[str, ...] = (
@@ -120,7 +121,7 @@ def _venue_sql(a: MarketAges) -> str:
                "sigma_daily, volume_usd_24h, sigma_baseline", "sigma_daily IS NOT NULL", back=a.sigma_hours)
     px = _src("stg_candles", key, "hour", "close AS mark_price", back=m)
     oi = _src("open_interest", key, "ts", "oi_usd",
-              dedupe="CASE quote WHEN 'USDT' THEN 0 WHEN 'USDC' THEN 1 ELSE 2 END, oi_usd", back=m)
+              dedupe="quote_rank(quote), oi_usd", back=m)
     depth = _src("orderbook_depth", key, "ts",
                  "mid_price, CASE WHEN bid_depth_usd IS NULL THEN ask_depth_usd WHEN ask_depth_usd IS NULL "
                  "THEN bid_depth_usd ELSE least(bid_depth_usd, ask_depth_usd) END AS depth_usd",
@@ -142,7 +143,7 @@ ASOF LEFT JOIN {px} px ON {_asof("px", key)}
 ASOF LEFT JOIN {oi} oi ON {_asof("oi", key)}
 ASOF LEFT JOIN {depth} d ON {_asof("d", key)}
 WHERE {_fresh("r", a.rate_window_hours)}
-  AND epoch(k.as_of - r.settled_at) / 3600 <= {a.rate_age_intervals} * r.interval_hours
+  AND rate_is_fresh(epoch(k.as_of - r.settled_at) / 3600, r.interval_hours, {a.rate_age_intervals})
 ORDER BY k.as_of, k.asset, k.venue
 """
 
@@ -204,7 +205,7 @@ def _price_sql(a: MarketAges) -> str:
                 "coalesce(bid_depth_usd, ask_depth_usd) > 0", dedupe="coalesce(bid_depth_usd, ask_depth_usd)",
                 back=q)
     oi = _src("open_interest", key, "ts", "oi_usd AS liq", "oi_usd > 0",
-              dedupe="CASE quote WHEN 'USDT' THEN 0 WHEN 'USDC' THEN 1 ELSE 2 END, oi_usd", back=q)
+              dedupe="quote_rank(quote), oi_usd", back=q)
     vol = _src("volatility", key, "hour", "volume_usd_24h AS liq", "volume_usd_24h > 0", back=q)
     names = ("b1", "b2", "b3", "lb", "ls", "lo", "lv")
     series = " UNION ".join(f"SELECT venue, asset FROM {n}" for n in names)
@@ -251,7 +252,7 @@ ORDER BY ts_r, venue, asset, venue_symbol
 _SYMBOL_SQL = """
 SELECT venue_symbol FROM funding_rates WHERE venue = $v AND asset = $a AND ts <= $t AND ts >= $t - INTERVAL 7 DAY
 GROUP BY venue_symbol, quote
-ORDER BY CASE quote WHEN 'USDT' THEN 0 WHEN 'USDC' THEN 1 ELSE 2 END, max(ts) DESC, venue_symbol LIMIT 1
+ORDER BY quote_rank(quote), max(ts) DESC, venue_symbol LIMIT 1
 """
 
 
@@ -275,6 +276,7 @@ def market_frames(conn: duckdb.DuckDBPyConnection, instants: Sequence[datetime],
     cur = conn.cursor()
     # DuckDB plans an ASOF join on a small estimated left side as a nested loop: 60× slower here
     cur.execute("SET asof_loop_join_threshold = 0")
+    install_macros(cur)
 
     def run(sql: str) -> pd.DataFrame:
         return cur.execute(sql, params).df()
@@ -289,8 +291,11 @@ def settlements(conn: duckdb.DuckDBPyConnection, lo: datetime, hi: datetime) -> 
 
 
 def funding_symbol(conn: duckdb.DuckDBPyConnection, venue: str, asset: str, t: datetime) -> str | None:
-    """The symbol whose settlements a position on ``(venue, asset)`` opened at ``t`` receives."""
-    rows = conn.cursor().execute(_SYMBOL_SQL, {"v": venue, "a": asset, "t": t}).fetchall()
+    """The symbol whose settlements a position on ``(venue, asset)`` opened at ``t`` receives, when the keeper
+    saw no fresh rate there (the market tape's symbol otherwise)."""
+    cur = conn.cursor()
+    install_macros(cur)
+    rows = cur.execute(_SYMBOL_SQL, {"v": venue, "a": asset, "t": t}).fetchall()
     return rows[0][0] if rows else None
 
 

@@ -32,6 +32,7 @@ import math
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from fundarb_core.sql_macros import MAX_RATE_AGE_INTERVALS
 from fundarb_core.venues import VENUES, FeeSchedule
 
 MIN_SPREAD_UNIT_HOURS = 8.0
@@ -120,8 +121,8 @@ class KeeperConfig:
     score_liquidity_hi_usd: float = 1e9
     score_break_even_ref_hours: float = 24.0  # break-even term = 24 / (24 + BE): 0.5 at one day
 
-    # loader freshness (snapshot_from_duckdb)
-    max_rate_age_intervals: float = 2.0  # as spread_panel: an observed rate older than two intervals is stale
+    # freshness of the market reads (fundarb_core.storage.market_queries)
+    max_rate_age_intervals: float = MAX_RATE_AGE_INTERVALS  # the staleness rule of spread_panel (sql_macros)
     max_market_age_hours: float = 2.0  # OI, depth, volume, basis, pair stats
     max_sigma_age_hours: float = 48.0  # a 168 h σ moves slowly; a two-day-old estimate is still usable
     sigma_baseline_hours: float = 720.0  # σ baseline = median σ_daily over the trailing 30 days

@@ -55,8 +55,3 @@ def sigma_distance_leverage(k: ArrayLike, sigma_daily: ArrayLike, config: Keeper
 def liquidation_distance(leverage: ArrayLike, maintenance_margin: float) -> FloatArray:
     """Adverse price move (fraction of price) that liquidates one leg: ``max(1 / L − mm, 0)``."""
     return np.maximum(np.subtract(np.divide(1.0, leverage), maintenance_margin), 0.0)
-
-
-def sigma_from_bars(sigma_bar: ArrayLike, bar_minutes: ArrayLike) -> FloatArray:
-    """``σ_daily = σ_bar × sqrt(bars per day)`` (the volatility model computes the same in SQL)."""
-    return np.multiply(sigma_bar, np.sqrt(np.divide(1440.0, bar_minutes)))
