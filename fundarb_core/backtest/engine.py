@@ -199,8 +199,8 @@ def run_backtest(
     kcfg = config.keeper_config(venues)
     risk = replace(config.risk, kill_switch_env="")  # module doc: the live kill switch does not rewrite history
     capital = {v: float(config.capital_per_venue_usd) for v in venues}
-    market = WarehouseMarketView(mem, kcfg)
-    if not persistent:
+    market = WarehouseMarketView(mem, kcfg, read_ahead_hours=168 if persistent else 0)
+    if not persistent:  # the replica never changes: read it once (the persistent path reads a week at a time)
         market.preload(config.start, config.end)
     exchange = PaperVenue(market, kcfg, initial_balances=capital, now=config.start.to_pydatetime(),
                           half_spread_bps=config.half_spread_bps,
