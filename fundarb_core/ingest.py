@@ -47,6 +47,8 @@ def prepare(spec: TableSpec, raw: pd.DataFrame, now: datetime | None = None) -> 
         frame["interval_source"] = source
     result = validate(spec, frame, now=now, copies=copies)
     rows = result.accepted
+    for col in (*spec.required, *spec.optional):  # validated numbers, whatever type the source column had
+        rows[col] = pd.to_numeric(rows[col], errors="coerce").astype("float64")
     if spec is FUNDING and not rows.empty:
         rows["rate_per_hour"] = per_hour(rows["rate"].astype("float64"), rows["interval_hours"])
         rows["apr"] = to_apr(rows["rate_per_hour"])

@@ -152,8 +152,8 @@ def test_database_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str], mon
     monkeypatch.setenv("FUNDARB_DUCKDB", str(blocker / "fundarb.duckdb"))
     code, err, _ = run_cli(capsys, "ingest")
     assert_one_line(code, err, 5, rf"fundarb ingest: cannot create the folder of the database "
-                    rf"{re.escape(str(blocker))}/fundarb\.duckdb: {re.escape(str(blocker))} is a file, not a folder; set "
-                    "FUNDARB_DUCKDB to a writable path")
+                    rf"{re.escape(str(blocker))}/fundarb\.duckdb: {re.escape(str(blocker))} is a file, not a folder; "
+                    "set FUNDARB_DUCKDB to a writable path")
     monkeypatch.setenv("FUNDARB_DUCKDB", "/proc/fundarb/fundarb.duckdb")  # read-only even for root
     code, err, _ = run_cli(capsys, "ingest")
     assert_one_line(code, err, 5, r"fundarb ingest: cannot create the folder of the database "
