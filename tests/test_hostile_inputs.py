@@ -158,3 +158,26 @@ def test_database_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str], mon
     code, err, _ = run_cli(capsys, "ingest")
     assert_one_line(code, err, 5, r"fundarb ingest: cannot create the folder of the database "
                     r"/proc/fundarb/fundarb\.duckdb \(.+\): set FUNDARB_DUCKDB to a writable path")
+
+
+def test_keeper_as_of(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Garbage, before-the-data and after-the-data ``--as-of`` are one line; an offset is honoured."""
+    from tests.conftest import real_db
+
+    conn = real_db(tmp_path / "kdb", real_rows())
+    conn.close()
+    Path(tmp_path / "kdb" / "db.duckdb").rename(tmp_path / "fundarb.duckdb")  # FUNDARB_DUCKDB of the test
+    for as_of, pattern in (
+        ("garbage", r"--as-of 'garbage' is not a time: use ISO 8601, e\.g\. 2026-02-01 or 2026-02-01T08:00\+02:00 "
+                    r"\(UTC unless an offset is given\)"),
+        ("2020-01-01", r"--as-of 2020-01-01 00:00:00 \(UTC\) is before the first funding row 2026-03-05 00:00:00: "
+                       "the keeper needs data up to its cycle time; choose a time inside the data"),
+        ("2031-01-01T00:00Z", r"--as-of 2031-01-01 00:00:00 \(UTC\) is after the latest funding row "
+                              r"2026-03-07 23:00:00\.068000: ingest newer data, or choose a time inside the data "
+                              r"\(omit --as-of for its latest hour\)"),
+    ):
+        code, err, _ = run_cli(capsys, "keeper", "--once", "--as-of", as_of)
+        assert_one_line(code, err, 2, f"fundarb keeper: {pattern}")
+    code, err, out = run_cli(capsys, "keeper", "--once", "--dry-run", "--as-of", "2026-03-06T10:00+05:00")
+    assert code == 0, err
+    assert out.startswith("keeper cycle at 2026-03-06 05:00:00 (paper (dry run))"), out

@@ -19,6 +19,7 @@ from pydantic import Field
 from fundarb_core.keeper.config import KeeperConfig
 from fundarb_core.keeper.cycle import run_cycle
 from fundarb_core.keeper.exchange import ExchangeAdapter, PaperExchange
+from fundarb_core.times import parse_user_time
 from fundarb_pipelines.metadata import markdown_table
 from fundarb_pipelines.resources import DUCKDB_POOL, FundarbDuckDB
 
@@ -40,7 +41,7 @@ class KeeperRunConfig(dg.Config):
 
 def _as_of(conn: duckdb_lib.DuckDBPyConnection, configured: str | None) -> datetime:
     if configured:
-        return pd.Timestamp(configured).tz_localize(None).to_pydatetime()
+        return parse_user_time(configured, "as_of").to_pydatetime()  # honours a UTC offset
     latest = conn.execute("SELECT max(hour) FROM spread_panel WHERE observed_spread_per_hour IS NOT NULL").fetchall()
     return pd.Timestamp(latest[0][0]).to_pydatetime()
 
