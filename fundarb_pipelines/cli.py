@@ -25,15 +25,24 @@ import dagster as dg
 import duckdb as duckdb_lib
 import pandas as pd
 
-from fundarb_core.errors import ERROR_TYPES, BadArgumentError, DatabaseError, FundarbError, NothingToDoError
+from fundarb_core.errors import BadArgumentError, DatabaseError, FundarbError, NothingToDoError
 from fundarb_core.forecast.registry import MODEL_NAMES, TARGET_NAMES
 from fundarb_core.schema import RAW_TABLES
 from fundarb_core.sources.replay import ReplaySource, table_path
-from fundarb_core.storage import check_location, connect, duplicate_counts, table_counts
+from fundarb_core.storage import connect, duplicate_counts, table_counts
 from fundarb_core.times import parse_period, parse_user_time
 from fundarb_pipelines.instance import ensure_dagster_home
 from fundarb_pipelines.resources import default_duckdb_path, source_kind_from_env
-from fundarb_pipelines.runs import COMMAND_TAG, INVOCATION_TAG, PoolWatch, process_tags, reap_dead_runs
+from fundarb_pipelines.runs import (
+    COMMAND_TAG,
+    INVOCATION_TAG,
+    PoolWatch,
+    RunFailed,
+    console_logger,
+    process_tags,
+    reap_dead_runs,
+    run_failure,
+)
 from fundarb_pipelines.sql_models import load_models
 
 
@@ -46,40 +55,6 @@ def _defs() -> dg.Definitions:
     from fundarb_pipelines.definitions import defs
 
     return defs()
-
-
-class RunFailed(Exception):
-    """A Dagster run failed on something that is not a user error (a bug): carries the step's full error."""
-
-
-def _user_error(error: Any) -> FundarbError | None:
-    """The project's user error inside a step failure's error chain, rebuilt with its own type and message."""
-    while error is not None:
-        cls = ERROR_TYPES.get(error.cls_name or "")
-        if cls is not None:
-            return cls(error.message.split(": ", 1)[-1].strip())
-        error = error.cause or error.context
-    return None
-
-
-def run_failure(result: dg.ExecuteInProcessResult, what: str) -> Exception:
-    """Why a run failed: the user error it carried (one line), else ``RunFailed`` with the step's traceback."""
-    for event in result.all_events:
-        if event.event_type_value != "STEP_FAILURE":
-            continue
-        data = event.step_failure_data
-        user = data.user_failure_data if data else None
-        if user is not None and user.description:
-            name = user.metadata.get("error")
-            cls = ERROR_TYPES.get(str(name.value) if name is not None else "", FundarbError)
-            return cls(user.description)
-        found = _user_error(data.error if data else None)
-        if found is not None:
-            return found
-        if data and data.error:
-            return RunFailed(f"{what} failed in step {event.step_key} (run {result.run_id}):\n"
-                             f"{data.error.to_string()}")
-    return RunFailed(f"{what} failed (run {result.run_id}); see the Dagster UI or the logs above")
 
 
 def materialise(
@@ -98,11 +73,12 @@ def materialise(
 
     reap_dead_runs(instance, say)
     invocation = uuid.uuid4().hex
+    defs = dg.Definitions(  # what dg.materialize builds, plus the console logger that keeps user errors quiet
+        jobs=[dg.define_asset_job(name="__ephemeral_asset_job__")], assets=assets, resources=build_resources(),
+        loggers={"console": console_logger})
     with PoolWatch(instance, invocation, say):
-        result = dg.materialize(
-            assets,
+        result = defs.resolve_job_def("__ephemeral_asset_job__").execute_in_process(
             instance=instance,
-            resources=build_resources(),
             run_config={**(run_config or {}), "loggers": {"console": {"config": {"log_level": log_level}}}},
             tags={**process_tags(), COMMAND_TAG: command, INVOCATION_TAG: invocation, **(tags or {})},
             raise_on_error=False,
@@ -123,7 +99,7 @@ def ingest(instance: dg.DagsterInstance, command: str = "ingest") -> dg.ExecuteI
     """Every raw asset over every partition of the data, as one single-run backfill."""
     from fundarb_pipelines.partitions import daily_partitions
 
-    check_location(default_duckdb_path())
+    connect(default_duckdb_path(), on_wait=say).close()  # writable and free, or one line (after a visible wait)
     keys = daily_partitions().get_partition_keys()
     return materialise(instance, _raw_assets_and_checks(), command, "ingestion", tags={
         "dagster/asset_partition_range_start": keys[0],

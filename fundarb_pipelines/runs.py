@@ -17,6 +17,7 @@ run launcher cannot tell that a run worker died.  So:
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import sys
@@ -25,10 +26,11 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from types import TracebackType
+from typing import Any
 
 import dagster as dg
 
-from fundarb_core.errors import BusyError
+from fundarb_core.errors import ERROR_TYPES, BusyError, FundarbError
 
 PID_TAG = "fundarb/pid"
 HOST_TAG = "fundarb/host"
@@ -193,3 +195,70 @@ class PoolWatch:
             command = run.tags.get(COMMAND_TAG, "")
             print(f"fundarb {command}: {line}".replace("fundarb : ", "fundarb: "), file=sys.stderr, flush=True)
             os._exit(BusyError.exit_code)  # the main thread is inside Dagster's wait loop, which has no limit
+
+
+class RunFailed(Exception):
+    """A Dagster run failed on something that is not a user error (a bug): carries the step's full error."""
+
+
+def _user_error(error: Any) -> FundarbError | None:
+    """The project's user error inside a step failure's error chain, rebuilt with its own type and message."""
+    while error is not None:
+        cls = ERROR_TYPES.get(error.cls_name or "")
+        if cls is not None:
+            return cls(error.message.split(": ", 1)[-1].strip())
+        error = error.cause or error.context
+    return None
+
+
+def run_failure(result: dg.ExecuteInProcessResult, what: str) -> Exception:
+    """Why a run failed: the user error it carried (one line), else ``RunFailed`` with the step's traceback."""
+    for event in result.all_events:
+        if event.event_type_value != "STEP_FAILURE":
+            continue
+        data = event.step_failure_data
+        user = data.user_failure_data if data else None
+        if user is not None and user.description:
+            name = user.metadata.get("error")
+            cls = ERROR_TYPES.get(str(name.value) if name is not None else "", FundarbError)
+            return cls(user.description)
+        found = _user_error(data.error if data else None)
+        if found is not None:
+            return found
+        if data and data.error:
+            return RunFailed(f"{what} failed in step {event.step_key} (run {result.run_id}):\n"
+                             f"{data.error.to_string()}")
+    return RunFailed(f"{what} failed (run {result.run_id}); see the Dagster UI or the logs above")
+
+
+class _QuietUserErrors(logging.Filter):
+    """Drops the console records of a step that failed on a user error (the CLI prints that error as its one
+    line; the run's event log keeps the whole event) and the skipped-step / run-failure lines that follow it.
+    A step that fails on anything else keeps its traceback."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.user_error = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        event = getattr(record, "dagster_event", None)
+        if event is not None and event.event_type_value == "STEP_FAILURE":
+            data = event.step_failure_data
+            user = data.user_failure_data if data else None
+            if (user is not None and user.description) or _user_error(data.error if data else None):
+                self.user_error = True
+                return False
+        follows = (event is not None and event.event_type_value in ("RUN_FAILURE", "STEP_SKIPPED")) or (
+            "Dependencies for step" in record.getMessage())
+        return not (self.user_error and follows)
+
+
+@dg.logger(
+    {"log_level": dg.Field(str, is_required=False, default_value="INFO"),
+     "name": dg.Field(str, is_required=False, default_value="dagster")},
+    description="Dagster's colored console logger, quiet about user errors (the CLI prints them as one line).",
+)
+def console_logger(init_context: dg.InitLoggerContext) -> logging.Logger:
+    logger = dg.colored_console_logger.logger_fn(init_context)
+    logger.addFilter(_QuietUserErrors())
+    return logger
