@@ -523,6 +523,8 @@ def run_command(args: argparse.Namespace) -> int:
     home = ensure_dagster_home()
 
     if args.command == "dev":
+        with dg.DagsterInstance.get() as instance:  # slots of CLI runs that died are freed before the UI starts
+            reap_dead_runs(instance, say)
         print(f"DAGSTER_HOME={home}; UI on http://127.0.0.1:{args.port}", flush=True)
         dagster = Path(sys.executable).with_name("dagster")  # the one installed beside this interpreter
         os.execv(dagster, [str(dagster), "dev", "-w", "workspace.yaml", "--port", str(args.port)])

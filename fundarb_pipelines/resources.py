@@ -30,7 +30,7 @@ import pandas as pd
 from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
-from fundarb_core.errors import BusyError, DatabaseError
+from fundarb_core.errors import BusyError, DatabaseError, FundarbError
 from fundarb_core.sources.base import MarketSource
 from fundarb_core.sources.replay import ReplaySource
 from fundarb_core.storage import DB_WAIT_ENV, check_location, connect, db_wait_limit
@@ -94,15 +94,21 @@ class FundarbDuckDB(DuckDBResource):
                 yield conn
             return
         say = log or _say
-        path = check_location(self.database)
+        try:  # a user error here fails the step with its one line as the description, not a nested chain
+            path = check_location(self.database)
+            try:
+                lock = open(f"{path}.lock", "a+")  # noqa: SIM115 - closed in the finally below
+            except OSError as exc:
+                raise DatabaseError(f"cannot create the lock file {path}.lock ({exc.strerror or exc}): set "
+                                    "FUNDARB_DUCKDB to a writable path") from None
+        except FundarbError as exc:
+            raise dg.Failure(description=str(exc), metadata={"error": type(exc).__name__}) from None
         try:
-            lock = open(f"{path}.lock", "a+")  # noqa: SIM115 - closed in the finally below
-        except OSError as exc:
-            raise DatabaseError(f"cannot create the lock file {path}.lock ({exc.strerror or exc}): set "
-                                "FUNDARB_DUCKDB to a writable path") from None
-        try:
-            _take_writer_lock(lock, path, say)
-            conn = connect(path, on_wait=say, config={"custom_user_agent": "dagster", **self.connection_config})
+            try:
+                _take_writer_lock(lock, path, say)
+                conn = connect(path, on_wait=say, config={"custom_user_agent": "dagster", **self.connection_config})
+            except FundarbError as exc:
+                raise dg.Failure(description=str(exc), metadata={"error": type(exc).__name__}) from None
             try:
                 conn.execute("SET TimeZone = 'UTC'")
                 conn.execute("SET enable_progress_bar = false")

@@ -9,6 +9,7 @@ README (and the issue-15 note) is this module's ``CASES`` output.
 
 from __future__ import annotations
 
+import os
 import re
 from functools import lru_cache
 from pathlib import Path
@@ -58,6 +59,8 @@ def assert_one_line(code: int, err: list[str], want_code: int, pattern: str) -> 
     assert code == want_code, err
     assert not any("Traceback" in line or line.startswith("  File ") for line in err), err
     assert re.fullmatch(pattern, err[-1]), err[-1]
+    case = os.environ.get("PYTEST_CURRENT_TEST", "").split(" ")[0].split("::")[-1]
+    print(f"\nCASE | {case} | {code} | {err[-1]}")  # `pytest -s -k hostile | grep CASE`: the README's table
     return err[-1]
 
 

@@ -85,3 +85,21 @@ def test_every_row_of_a_sixteen_fault_file_is_accounted_for(
     second = json.loads(again.strip().splitlines()[-1])
     for key in ("tables", "rejected_by_table", "duplicates_by_table", "source_rows"):
         assert second[key] == first[key], key
+
+
+def test_a_batch_with_no_valid_row_still_records_its_rejects(tmp_path: Path) -> None:
+    """Every row invalid, or an empty window: no KeyError, the rejects are written, nothing else changes."""
+    from fundarb_core.ingest import ingest_table
+    from fundarb_core.sources.replay import ReplaySource
+
+    funding = real_rows()["funding_rates"].head(40).assign(rate=np.nan)
+    source = ReplaySource(real_dir(tmp_path / "data", funding_rates=funding))
+    with duckdb.connect(str(tmp_path / "db.duckdb")) as conn:
+        report = ingest_table(conn, source, "funding_rates", None, None)
+        empty = ingest_table(conn, source, "funding_rates", pd.Timestamp("2020-01-01", tz="UTC"),
+                             pd.Timestamp("2020-01-02", tz="UTC"))
+        stored, rejected = conn.execute("SELECT (SELECT count(*) FROM funding_rates), "
+                                        "(SELECT count(*) FROM rejected_rows)").fetchall()[0]
+    assert (report.rows_in, report.rows_written, report.rejected) == (40, 0, 40)
+    assert (empty.rows_in, empty.rows_written, empty.rejected) == (0, 0, 0)
+    assert (stored, rejected) == (0, 40)
