@@ -103,7 +103,7 @@ def test_a_run_waiting_for_a_live_runs_slot_says_who_holds_it_and_gives_up(tmp_p
                                 "wait for that run to finish, or terminate it in the Dagster UI if it is stuck",
                                 lines[-1]), lines[-1]
             assert time.monotonic() - started < 200
-            print(f"\nCASE | pool slot held by a live run | {waiting.returncode} | {lines[-1]}")
+            print(f"\nCASE | pool slot held by a live run | {waiting.returncode} | {lines[-1]}", file=sys.__stdout__)
             info = instance.event_log_storage.get_concurrency_info(POOL)
             assert [s.run_id for s in info.claimed_slots] == [run_id]  # the live holder keeps its slot
             assert {s.run_id for s in info.pending_steps} == {run_id}  # and our pending claim is gone

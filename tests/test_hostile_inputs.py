@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from functools import lru_cache
 from pathlib import Path
 
@@ -60,7 +61,7 @@ def assert_one_line(code: int, err: list[str], want_code: int, pattern: str) -> 
     assert not any("Traceback" in line or line.startswith("  File ") for line in err), err
     assert re.fullmatch(pattern, err[-1]), err[-1]
     case = os.environ.get("PYTEST_CURRENT_TEST", "").split(" ")[0].split("::")[-1]
-    print(f"\nCASE | {case} | {code} | {err[-1]}")  # `pytest -s -k hostile | grep CASE`: the README's table
+    print(f"\nCASE | {case} | {code} | {err[-1]}", file=sys.__stdout__)  # `pytest -s … | grep CASE`
     return err[-1]
 
 
