@@ -53,7 +53,7 @@ def _record_json(row: dict[str, object]) -> str:
         if isinstance(v, pd.Timestamp):
             return None if pd.isna(v) else v.isoformat()
         if isinstance(v, float) and not np.isfinite(v):
-            return repr(v)  # nan/inf survive JSON as strings
+            return repr(float(v))  # nan/inf survive JSON as strings ('nan', not numpy's 'np.float64(nan)')
         if isinstance(v, (np.floating, np.integer)):
             return enc(v.item())
         return v

@@ -116,8 +116,10 @@ def nothing_valid(result: dg.ExecuteInProcessResult, command: str) -> None:
     if not rows_in:
         raise NothingToDoError("no funding rows to ingest: the source has none (an empty or missing "
                                f"market/funding.parquet?); nothing to {command}")
-    reasons = meta["reject_reasons"].value if "reject_reasons" in meta else ""
-    top = next((line for line in str(reasons).splitlines()[2:3]), "").strip("| ").replace(" | ", " — ")
+    table = str(meta["reject_reasons"].value) if "reject_reasons" in meta else ""
+    counts = [row.strip("| ").rsplit(" | ", 1) for row in table.splitlines()[2:]]  # "| field: reason | rows |"
+    reason, n = max(counts, key=lambda kv: int(kv[1])) if counts else ("see rejected_rows", "0")
+    top = f"{reason} — {int(n):,} rows"
     raise NothingToDoError(f"nothing valid to ingest: all {rows_in:,} funding rows were rejected (e.g. {top}); "
                            "see `fundarb summary` and the rejected_rows table, fix the source and rerun")
 

@@ -74,8 +74,8 @@ def test_all_nan_rates_reject_every_row_with_its_reason_then_one_line(
     n = len(funding)
     code, err, _ = run_cli(capsys, "ingest")
     assert_one_line(code, err, 4, rf"fundarb ingest: nothing valid to ingest: all {n:,} funding rows were rejected "
-                    rf"\(e\.g\. rate: not a finite number — {n}\); see `fundarb summary` and the rejected_rows table, "
-                    "fix the source and rerun")
+                    rf"\(e\.g\. rate: not a finite number — {n:,} rows\); see `fundarb summary` and the rejected_rows "
+                    "table, fix the source and rerun")
     with duckdb.connect(str(tmp_path / "fundarb.duckdb"), read_only=True) as conn:
         rejects = conn.execute("SELECT field, reason, count(*) FROM rejected_rows WHERE raw_table = 'funding_rates' "
                                "GROUP BY ALL").fetchall()

@@ -76,6 +76,8 @@ def test_every_row_of_a_sixteen_fault_file_is_accounted_for(
         "duplicate key with", "missing or unparseable", "timestamp before 2016-01-01,", "timestamp is in"]
     assert (ts_reasons.ts.dropna().astype(str) >= "2027-06-01").any()  # the future row, with its time
     assert {"rate", "mark_price", "interval_hours", "venue_symbol"} <= set(reasons.field)
+    values = set(reasons[reasons.field.isin(["rate", "mark_price"])].value)
+    assert values == {'"nan"', '"inf"', '"-inf"', "0.5", "-1.0", "0.0"}  # each value as it came
 
     code, err, out = run_cli(capsys, "ingest")  # the human summary, and a rerun that changes nothing
     assert code == 0, err
