@@ -185,3 +185,21 @@ def test_keeper_as_of(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     code, err, out = run_cli(capsys, "keeper", "--once", "--dry-run", "--as-of", "2026-03-06T10:00+05:00")
     assert code == 0, err
     assert out.startswith("keeper cycle at 2026-03-06 05:00:00 (paper (dry run))"), out
+
+
+def test_a_dagster_run_fails_with_the_same_line_as_its_description(tmp_path: Path) -> None:
+    """A run from the UI or a schedule: the failed step's description is the user error's one line."""
+    import dagster as dg
+
+    from fundarb_pipelines.assets.raw import build_raw_asset
+    from fundarb_pipelines.resources import FundarbDuckDB, MarketSourceResource
+
+    data = real_dir(tmp_path / "data")
+    (data / "market" / "funding.parquet").write_bytes(b"")
+    res = dg.materialize([build_raw_asset("funding_rates")], partition_key="2026-03-06", raise_on_error=False,
+                         resources={"duckdb": FundarbDuckDB(database=str(tmp_path / "db.duckdb")),
+                                    "market_source": MarketSourceResource(data_dir=str(data))})
+    failure = next(e for e in res.all_events if e.event_type_value == "STEP_FAILURE").step_failure_data
+    assert failure.user_failure_data.description == (
+        f"{data}/market/funding.parquet: an empty file (0 bytes); replace it with a parquet file of the canonical "
+        "layout, or remove it")
