@@ -262,3 +262,16 @@ def console_logger(init_context: dg.InitLoggerContext) -> logging.Logger:
     logger = dg.colored_console_logger.logger_fn(init_context)
     logger.addFilter(_QuietUserErrors())
     return logger
+
+
+@dg.sensor(
+    name="free_slots_of_dead_runs",
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Every 30 s under `fundarb dev`: marks failed the unfinished fundarb CLI runs whose process is gone "
+    "(killed) and frees the duckdb pool slots of runs that are no longer running, so a killed CLI run never "
+    "blocks the runs launched from the UI.",
+)
+def dead_run_reaper(context: dg.SensorEvaluationContext) -> dg.SkipReason:
+    freed = reap_dead_runs(context.instance, context.log.info)
+    return dg.SkipReason(f"freed the pool slots of {len(freed)} run(s)" if freed else "no dead run holds a slot")

@@ -110,3 +110,25 @@ def test_a_run_waiting_for_a_live_runs_slot_says_who_holds_it_and_gives_up(tmp_p
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_the_dev_sensor_frees_the_slot_of_a_killed_cli_run(tmp_path: Path) -> None:
+    """Under ``fundarb dev`` the ``free_slots_of_dead_runs`` sensor does what every CLI command does first."""
+    from fundarb_pipelines.definitions import defs
+    from fundarb_pipelines.runs import dead_run_reaper
+
+    assert defs().resolve_sensor_def("free_slots_of_dead_runs") is not None
+    ensure_dagster_home(tmp_path / "home")
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a real PID whose process has exited
+    with dg.DagsterInstance.get() as instance:
+        run_id = str(uuid.uuid4())
+        tags = {**process_tags(), COMMAND_TAG: "ingest", "fundarb/pid": str(gone.pid), "fundarb/proc_start": ""}
+        instance.add_run(dg.DagsterRun(job_name="__ephemeral_asset_job__", run_id=run_id,
+                                       status=dg.DagsterRunStatus.STARTED, tags=tags))
+        instance.event_log_storage.initialize_concurrency_limit_to_default(POOL)
+        assert instance.event_log_storage.claim_concurrency_slot(POOL, run_id, "candles").is_claimed
+        result = dead_run_reaper(dg.build_sensor_context(instance=instance))
+        assert isinstance(result, dg.SkipReason) and result.skip_message == "freed the pool slots of 1 run(s)"
+        assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.FAILURE
+        assert not instance.event_log_storage.get_concurrency_info(POOL).claimed_slots
