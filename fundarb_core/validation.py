@@ -23,8 +23,6 @@ from fundarb_core.symbols import CanonicalSymbol, SymbolError, normalize_symbol
 from fundarb_core.times import EARLIEST_PLAUSIBLE_TS, FUTURE_TOLERANCE
 from fundarb_core.venues import UnknownVenueError
 
-__all__ = ["FUTURE_TOLERANCE", "Validated", "validate"]
-
 REJECTED_COLUMNS = ("row_key", "raw_table", "venue", "venue_symbol", "ts", "field", "value", "reason", "record")
 DUPLICATE_COLUMNS = ("row_key", "raw_table", "venue", "venue_symbol", "ts", "copies", "record")
 
