@@ -145,6 +145,19 @@ CREATE TABLE IF NOT EXISTS rejected_rows (
 )
 """
 
+DUPLICATE_ROWS_DDL = """
+CREATE TABLE IF NOT EXISTS duplicate_rows (
+  row_key VARCHAR NOT NULL,      -- hash of the raw record (same key as rejected_rows would give it)
+  raw_table VARCHAR NOT NULL,
+  venue VARCHAR,
+  venue_symbol VARCHAR,
+  ts TIMESTAMP,
+  copies BIGINT NOT NULL,        -- extra exact copies of this row in its batch (stored once)
+  record VARCHAR NOT NULL,
+  PRIMARY KEY (raw_table, row_key)
+)
+"""
+
 RAW_TABLES: dict[str, TableSpec] = {
     t.name: t for t in (FUNDING, CANDLES, OPEN_INTEREST, ORDERBOOK_DEPTH)
 }

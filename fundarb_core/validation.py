@@ -11,7 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from dataclasses import field as dc_field
+from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
@@ -20,20 +21,30 @@ from fundarb_core.funding import ALLOWED_INTERVALS_HOURS, MAX_ABS_RATE_PER_HOUR
 from fundarb_core.schema import FUNDING, TableSpec
 from fundarb_core.sql_macros import TIMEFRAME_MINUTES
 from fundarb_core.symbols import CanonicalSymbol, SymbolError, normalize_symbol
+from fundarb_core.times import EARLIEST_PLAUSIBLE_TS, FUTURE_TOLERANCE
 from fundarb_core.venues import UnknownVenueError
 
-# A settlement or bar stamped this far ahead of the wall clock is a clock or unit bug.
-FUTURE_TOLERANCE = timedelta(minutes=5)
-
 REJECTED_COLUMNS = ("row_key", "raw_table", "venue", "venue_symbol", "ts", "field", "value", "reason", "record")
+DUPLICATE_COLUMNS = ("row_key", "raw_table", "venue", "venue_symbol", "ts", "copies", "record")
+
+
+def _empty(columns: tuple[str, ...]) -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype="object") for c in columns})
 
 
 @dataclass(frozen=True)
 class Validated:
-    """The outcome of validating one batch: rows to store and rows rejected."""
+    """The outcome of validating one batch: rows to store, rows rejected, and exact copies of a row already in the
+    batch (``duplicates``: one record per duplicated row, ``copies`` = how many extra copies came) — so that
+    ``accepted + rejected + sum(copies) = rows in`` always holds."""
 
     accepted: pd.DataFrame
     rejected: pd.DataFrame
+    duplicates: pd.DataFrame = dc_field(default_factory=lambda: _empty(DUPLICATE_COLUMNS))
+
+    @property
+    def duplicate_rows(self) -> int:
+        return int(self.duplicates["copies"].sum()) if not self.duplicates.empty else 0
 
 
 def _record_json(row: dict[str, object]) -> str:
@@ -41,7 +52,7 @@ def _record_json(row: dict[str, object]) -> str:
         if isinstance(v, pd.Timestamp):
             return None if pd.isna(v) else v.isoformat()
         if isinstance(v, float) and not np.isfinite(v):
-            return repr(v)  # nan/inf survive JSON as strings
+            return repr(float(v))  # nan/inf survive JSON as strings ('nan', not numpy's 'np.float64(nan)')
         if isinstance(v, (np.floating, np.integer)):
             return enc(v.item())
         return v
@@ -52,7 +63,7 @@ def _record_json(row: dict[str, object]) -> str:
 def rejected_frame(raw_table: str, rows: pd.DataFrame, field: pd.Series, reason: pd.Series) -> pd.DataFrame:
     """Build ``rejected_rows`` records for ``rows`` (aligned ``field``/``reason`` series)."""
     if rows.empty:
-        return pd.DataFrame({c: pd.Series(dtype="object") for c in REJECTED_COLUMNS})
+        return _empty(REJECTED_COLUMNS)
     records = [_record_json(r) for r in rows.to_dict(orient="records")]
     values = [
         None if f not in rows.columns else _record_json({"v": rows.at[i, f]})[6:-1]
@@ -74,6 +85,26 @@ def rejected_frame(raw_table: str, rows: pd.DataFrame, field: pd.Series, reason:
     )
 
 
+def duplicates_frame(raw_table: str, copies: pd.DataFrame) -> pd.DataFrame:
+    """``duplicate_rows`` records for the extra copies in ``copies`` (one record per distinct row)."""
+    if copies.empty:
+        return _empty(DUPLICATE_COLUMNS)
+    records = pd.Series([_record_json(r) for r in copies.to_dict(orient="records")], index=copies.index)
+    first = ~records.duplicated()
+    n = records.map(records.value_counts())
+    rows = copies[first]
+    ts = pd.to_datetime(rows["ts"], utc=True, errors="coerce") if "ts" in rows else pd.NaT
+    return pd.DataFrame({
+        "row_key": [hashlib.sha1(r.encode()).hexdigest() for r in records[first]],
+        "raw_table": raw_table,
+        "venue": rows["venue"].to_numpy() if "venue" in rows else None,
+        "venue_symbol": rows["venue_symbol"].to_numpy() if "venue_symbol" in rows else None,
+        "ts": ts.to_numpy() if isinstance(ts, pd.Series) else ts,
+        "copies": n[first].astype("int64").to_numpy(),
+        "record": records[first].to_numpy(),
+    }).reset_index(drop=True)
+
+
 def canonical_symbols(frame: pd.DataFrame) -> tuple[pd.Series, pd.Series, pd.Series]:
     """Asset, quote and an error message per row (error empty where the symbol resolved)."""
     pairs = frame[["venue", "venue_symbol"]].drop_duplicates()
@@ -91,19 +122,35 @@ def canonical_symbols(frame: pd.DataFrame) -> tuple[pd.Series, pd.Series, pd.Ser
     return asset, quote, err
 
 
-def validate(spec: TableSpec, frame: pd.DataFrame, now: datetime | None = None) -> Validated:
+def split_exact_copies(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``frame`` without exact copies of an earlier row, and those copies.  Done before anything derives columns
+    from neighbouring rows (funding intervals from settlement gaps), so two copies stay identical."""
+    frame = frame.reset_index(drop=True)
+    if frame.empty:
+        return frame, frame.iloc[:0]
+    copy = frame.duplicated(keep="first")
+    return frame[~copy].reset_index(drop=True), frame[copy]
+
+
+def validate(
+    spec: TableSpec, frame: pd.DataFrame, now: datetime | None = None, copies: pd.DataFrame | None = None
+) -> Validated:
     """Split a batch into accepted and rejected rows.
 
     ``frame`` must hold the table's source columns (plus, for funding, the resolved
     ``interval_hours``).  Checks, in order: known venue and readable symbol; timestamp present
-    and not in the future; required numbers finite; optional numbers finite where present;
+    not before 2016 and not in the future; required numbers finite; optional numbers finite where present;
     positivity; table rules (funding interval in {1,2,4,8} h and |rate per hour| below
     ``MAX_ABS_RATE_PER_HOUR``; candle timeframe known to ``sql_macros.TIMEFRAME_MINUTES``, high/low
     consistent, volume ≥ 0); and finally duplicate
-    keys within the batch with conflicting values.
+    keys within the batch with conflicting values.  Exact copies of a row are not validated again: they are
+    counted in ``duplicates`` (``copies``: those a caller already split off with :func:`split_exact_copies`).
     """
     now = now or datetime.now(UTC)
+    if copies is None:
+        frame, copies = split_exact_copies(frame)
     frame = frame.reset_index(drop=True)
+    extra = [copies]
     n = len(frame)
     field = pd.Series([None] * n, dtype="object")
     reason = pd.Series([None] * n, dtype="object")
@@ -120,6 +167,8 @@ def validate(spec: TableSpec, frame: pd.DataFrame, now: datetime | None = None) 
 
     ts = pd.to_datetime(frame["ts"], utc=True, errors="coerce")
     flag(ts.isna(), "ts", "missing or unparseable timestamp")
+    flag(ts < EARLIEST_PLAUSIBLE_TS.tz_localize("UTC"), "ts",
+         f"timestamp before {EARLIEST_PLAUSIBLE_TS:%Y-%m-%d}, when no perpetual swap existed (an epoch or unit bug)")
     flag(ts > pd.Timestamp(now + FUTURE_TOLERANCE), "ts", f"timestamp is in the future (now {now:%Y-%m-%dT%H:%M}Z)")
 
     numeric = {c: pd.to_numeric(frame[c], errors="coerce") for c in (*spec.required, *spec.optional)}
@@ -158,6 +207,7 @@ def validate(spec: TableSpec, frame: pd.DataFrame, now: datetime | None = None) 
     # Same key twice in one batch: identical rows collapse; conflicting ones are rejected
     # after the first, so that an upsert never picks a winner silently.
     exact = accepted.drop_duplicates()
+    extra.append(frame.loc[accepted.index.difference(exact.index), [c for c in copies.columns if c in frame]])
     dup = exact.duplicated(list(spec.key), keep="first")
     if dup.any():
         dup_rows = exact[dup]
@@ -167,4 +217,6 @@ def validate(spec: TableSpec, frame: pd.DataFrame, now: datetime | None = None) 
 
     bad = field.notna()
     rejected = rejected_frame(spec.name, frame[bad], field[bad], reason[bad])
-    return Validated(accepted=accepted.reset_index(drop=True), rejected=rejected)
+    extra = [c for c in extra if len(c)]
+    dups = duplicates_frame(spec.name, pd.concat(extra)) if extra else _empty(DUPLICATE_COLUMNS)
+    return Validated(accepted=accepted.reset_index(drop=True), rejected=rejected, duplicates=dups)

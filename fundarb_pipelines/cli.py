@@ -2,6 +2,10 @@
 
 Commands materialise Dagster assets through the project's own instance (so every run shows up
 in the Dagster UI) and end with a human summary of what is in the database.
+
+One error path: a user error (bad path, unreadable or empty file, nothing valid, empty period, bad
+time, unusable database) is a ``fundarb_core.errors.FundarbError``; ``main`` prints it as one
+line on stderr and returns its exit code.  A traceback appears only with ``--debug`` or for a bug.
 """
 
 from __future__ import annotations
@@ -10,27 +14,81 @@ import argparse
 import json
 import os
 import sys
+import uuid
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import duckdb as duckdb_lib
+import pandas as pd
 
+from fundarb_core.errors import BadArgumentError, DatabaseError, FundarbError, NothingToDoError
 from fundarb_core.forecast.registry import MODEL_NAMES, TARGET_NAMES
 from fundarb_core.schema import RAW_TABLES
-from fundarb_core.sources.replay import ReplaySource
-from fundarb_core.storage import table_counts
+from fundarb_core.sources.replay import ReplaySource, table_path
+from fundarb_core.storage import connect, duplicate_counts, table_counts
+from fundarb_core.times import parse_period, parse_user_time
 from fundarb_pipelines.instance import ensure_dagster_home
-from fundarb_pipelines.resources import source_kind_from_env
+from fundarb_pipelines.resources import default_duckdb_path, source_kind_from_env
+from fundarb_pipelines.runs import (
+    COMMAND_TAG,
+    INVOCATION_TAG,
+    PoolWatch,
+    RunFailed,
+    console_logger,
+    process_tags,
+    reap_dead_runs,
+    run_failure,
+)
 from fundarb_pipelines.sql_models import load_models
+
+
+def say(message: str) -> None:
+    """A progress or waiting line on stderr (stdout stays the command's result)."""
+    print(f"fundarb: {message}", file=sys.stderr, flush=True)
 
 
 def _defs() -> dg.Definitions:
     from fundarb_pipelines.definitions import defs
 
     return defs()
+
+
+def materialise(
+    instance: dg.DagsterInstance,
+    assets: Sequence[dg.AssetsDefinition | dg.AssetChecksDefinition],
+    command: str,
+    what: str,
+    log_level: str = "INFO",
+    run_config: Mapping[str, Any] | None = None,
+    tags: Mapping[str, str] | None = None,
+    resources: Mapping[str, Any] | None = None,
+) -> dg.ExecuteInProcessResult:
+    """The one way the CLI runs assets: through the project's instance, after freeing the pool slots of dead
+    runs, tagged with this process (so a later command can tell if it died), watched while it waits for the
+    ``duckdb`` pool slot; a failure comes back as the user error it carried, or ``RunFailed``.  ``resources``
+    replace the project's defaults by key (e.g. the keeper's trading mode from ``--mode``)."""
+    from fundarb_pipelines.definitions import build_resources
+
+    reap_dead_runs(instance, say)
+    invocation = uuid.uuid4().hex
+    defs = dg.Definitions(  # what dg.materialize builds, plus the console logger that keeps user errors quiet
+        jobs=[dg.define_asset_job(name="__ephemeral_asset_job__")], assets=assets,
+        resources={**build_resources(), **(resources or {})},
+        loggers={"console": console_logger})
+    with PoolWatch(instance, invocation, say):
+        result = defs.resolve_job_def("__ephemeral_asset_job__").execute_in_process(
+            instance=instance,
+            run_config={**(run_config or {}), "loggers": {"console": {"config": {"log_level": log_level}}}},
+            tags={**process_tags(), COMMAND_TAG: command, INVOCATION_TAG: invocation, **(tags or {})},
+            raise_on_error=False,
+        )
+    if not result.success:
+        raise run_failure(result, what)
+    return result
 
 
 def _raw_assets_and_checks() -> list[dg.AssetsDefinition | dg.AssetChecksDefinition]:
@@ -40,99 +98,115 @@ def _raw_assets_and_checks() -> list[dg.AssetsDefinition | dg.AssetChecksDefinit
     return [*raw_assets, *raw_checks]
 
 
-def ingest(instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
+def ingest(instance: dg.DagsterInstance, command: str = "ingest") -> dg.ExecuteInProcessResult:
     """Every raw asset over every partition of the data, as one single-run backfill."""
-    from fundarb_pipelines.definitions import build_resources
     from fundarb_pipelines.partitions import daily_partitions
 
-    keys = daily_partitions.get_partition_keys()
-    return dg.materialize(
-        _raw_assets_and_checks(),
-        instance=instance,
-        resources=build_resources(),
-        run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
-        tags={
-            "dagster/asset_partition_range_start": keys[0],
-            "dagster/asset_partition_range_end": keys[-1],
-            "fundarb/command": "ingest",
-        },
-    )
+    connect(default_duckdb_path(), on_wait=say).close()  # writable and free, or one line (after a visible wait)
+    keys = daily_partitions().get_partition_keys()
+    return materialise(instance, _raw_assets_and_checks(), command, "ingestion", tags={
+        "dagster/asset_partition_range_start": keys[0],
+        "dagster/asset_partition_range_end": keys[-1],
+    })
+
+
+def nothing_valid(result: dg.ExecuteInProcessResult, command: str) -> None:
+    """``NothingToDoError`` when no funding row of the source was valid (everything downstream needs them)."""
+    meta = result.asset_materializations_for_node("funding_rates")[0].metadata
+    rows, rows_in = int(meta["rows"].value), int(meta["rows_in"].value)
+    if rows:
+        return
+    if not rows_in:
+        raise NothingToDoError("no funding rows to ingest: the source has none (an empty or missing "
+                               f"market/funding.parquet?); nothing to {command}")
+    table = str(meta["reject_reasons"].value) if "reject_reasons" in meta else ""
+    counts = [row.strip("| ").rsplit(" | ", 1) for row in table.splitlines()[2:]]  # "| field: reason | rows |"
+    reason, n = max(counts, key=lambda kv: int(kv[1])) if counts else ("see rejected_rows", "0")
+    top = f"{reason} — {int(n):,} rows"
+    raise NothingToDoError(f"nothing valid to ingest: all {rows_in:,} funding rows were rejected (e.g. {top}); "
+                           "see `fundarb summary` and the rejected_rows table, fix the source and rerun")
 
 
 def build_models(instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
     """Every SQL model (staging → marts) and its checks, on what the raw tables now hold."""
-    from fundarb_pipelines.definitions import build_resources
     from fundarb_pipelines.sql_models import sql_assets, sql_checks
 
-    return dg.materialize(
-        [*sql_assets, *sql_checks],
-        instance=instance,
-        resources=build_resources(),
-        run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
-        tags={"fundarb/command": "run"},
-    )
+    return materialise(instance, [*sql_assets, *sql_checks], "run", "SQL models")
 
 
 def build_forecasts(instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
     """Training set, the six walk-forward evaluations, leaderboard, champions and latest forecasts."""
     from fundarb_pipelines.assets.forecast import forecast_assets
-    from fundarb_pipelines.definitions import build_resources
 
-    return dg.materialize(
-        forecast_assets,
-        instance=instance,
-        resources=build_resources(),
-        run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
-        tags={"fundarb/command": "run"},
-    )
+    return materialise(instance, forecast_assets, "run", "forecasting")
 
 
 def forecast_eval(args: argparse.Namespace) -> dict[str, object]:
     """Walk-forward leaderboard on any canonical-layout directory, outside Dagster: ingest it into a
     temporary DuckDB file, build the SQL models, evaluate each model from --start to --end (each fit
     only on what precedes its origin)."""
-
-    import pandas as pd
-
     from fundarb_core.forecast.evaluate import evaluate_model
     from fundarb_core.forecast.metrics import leaderboard
     from fundarb_core.forecast.registry import ForecastSettings
     from fundarb_core.forecast.targets import build_panel
 
+    start, end = parse_period(args.start, args.end, "forecast-eval")
     settings = ForecastSettings(train_window_hours=args.train_window_hours, expanding=args.expanding,
                                 refit_every=args.refit_every)
     scores, timings = [], {}
-    with scratch_database(args.data) as (conn, data_dir):
+    with scratch_database(args.data, "evaluate") as (conn, data_dir):
+        require_period(conn, data_dir, start, end, "evaluate")
         for target in args.targets:
-            panel = build_panel(conn, target, end=pd.Timestamp(args.end) + pd.Timedelta(days=2))
+            panel = build_panel(conn, target, end=end + pd.Timedelta(days=2))
             for model in args.models:
-                ev = evaluate_model(panel, model, pd.Timestamp(args.start), pd.Timestamp(args.end), settings,
-                                    final_fit=False)
-                scores.append(ev.scores)
+                ev = evaluate_model(panel, model, start, end, settings, final_fit=False)
+                if len(ev.scores):
+                    scores.append(ev.scores)
                 timings[f"{model}/{target}"] = round(ev.seconds, 1)
                 print(f"  {model}/{target}: {ev.seconds:.1f} s", file=sys.stderr, flush=True)
+    if not scores:
+        raise NothingToDoError(f"no forecast origin between {start} and {end} (UTC) has enough history in "
+                               f"{data_dir} to be evaluated: widen the period or move it later")
     board = leaderboard(pd.concat(scores, ignore_index=True))
-    return {"data": str(data_dir), "start": args.start, "end": args.end, "settings": settings.params(),
+    return {"data": str(data_dir), "start": str(start), "end": str(end), "settings": settings.params(),
             "seconds": timings, "leaderboard": board.to_dict(orient="records")}
 
 
 @contextmanager
-def scratch_database(data_dir: str | None) -> Iterator[tuple[duckdb_lib.DuckDBPyConnection, Path]]:
+def scratch_database(data_dir: str | None, verb: str = "work on") -> Iterator[
+    tuple[duckdb_lib.DuckDBPyConnection, Path]
+]:
     """A temporary DuckDB file holding a canonical-layout directory ingested and every SQL model built — the
-    user's database is never touched by research commands."""
+    user's database is never touched by research commands.  Every row of the directory is read (no window), so
+    a row with no or an absurd timestamp is rejected, not skipped; no valid funding row is a one-line error."""
     import tempfile
-    from datetime import UTC, datetime
 
     from fundarb_core.ingest import ingest_table
     from fundarb_core.sql_models import build_all
 
     source = ReplaySource(data_dir)
-    everything = (datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC))
     with tempfile.TemporaryDirectory() as tmp, duckdb_lib.connect(f"{tmp}/scratch.duckdb") as conn:
-        for table in RAW_TABLES:
-            ingest_table(conn, source, table, *everything)
+        reports = {table: ingest_table(conn, source, table, None, None) for table in RAW_TABLES}
+        funding = reports["funding_rates"]
+        path = table_path(source.data_dir, "funding_rates")
+        if not funding.rows_in:
+            raise NothingToDoError(f"{path}: no funding rows (the file is missing or empty); nothing to {verb}")
+        if not funding.rows_written:
+            top = max(funding.reject_reasons.items(), key=lambda kv: kv[1])
+            raise NothingToDoError(f"{path}: nothing valid to {verb}: all {funding.rows_in:,} funding rows were "
+                                   f"rejected (e.g. {top[0]} — {top[1]:,} rows); fix the file")
         build_all(conn)
         yield conn, source.data_dir
+
+
+def require_period(conn: duckdb_lib.DuckDBPyConnection, data_dir: Path, start: pd.Timestamp, end: pd.Timestamp,
+                   verb: str) -> None:
+    """``NothingToDoError`` naming the data's own range when no funding row falls in ``[start, end)``."""
+    n, lo, hi = conn.execute("SELECT count(*) FILTER (WHERE ts >= ? AND ts < ?), min(ts), max(ts) FROM funding_rates",
+                             [start.to_pydatetime(), end.to_pydatetime()]).fetchall()[0]
+    if not n:
+        raise NothingToDoError(f"no funding rows between {start} and {end} (UTC) in {data_dir}: it covers "
+                               f"{lo} → {hi}; nothing to {verb} — choose a period inside that range")
 
 
 def parse_fees(text: str) -> float | None:
@@ -148,26 +222,26 @@ def parse_fees(text: str) -> float | None:
 def backtest(args: argparse.Namespace) -> dict[str, object]:
     """``fundarb backtest``: strategies (or fee regimes) over --start → --end on a data directory, next to the
     cost-aware oracle; plots and report under --out, a run in MLflow unless --no-mlflow."""
-    import pandas as pd
-
     from fundarb_core.backtest.engine import BacktestConfig
     from fundarb_core.backtest.report import markdown
     from fundarb_core.backtest.suite import FEE_REGIMES, run_suite
     from fundarb_core.backtest.tracking import log_report
     from fundarb_core.forecast.registry import ForecastSettings
 
+    start, end = parse_period(args.start, args.end, "backtest")
     strategies = ("keeper", "keeper_forecast", "naive") if "all" in args.strategy else tuple(args.strategy)
-    base = BacktestConfig(start=pd.Timestamp(args.start), end=pd.Timestamp(args.end), strategy=strategies[0],
+    base = BacktestConfig(start=start, end=end, strategy=strategies[0],
                           fee_bps=args.fees, capital_per_venue_usd=args.capital,
                           assets=tuple(args.assets) if args.assets else None,
                           venues=tuple(args.venues) if args.venues else None,
                           forecast=ForecastSettings(gbm_trees=args.gbm_trees))
-    def say(message: str) -> None:
+    def progress(message: str) -> None:
         print(f"  {message}", file=sys.stderr, flush=True)
 
-    with scratch_database(args.data) as (conn, data_dir):
+    with scratch_database(args.data, "backtest") as (conn, data_dir):
+        require_period(conn, data_dir, start, end, "backtest")
         res = run_suite(conn, base, strategies=strategies, fee_regimes=FEE_REGIMES if args.fee_regimes else None,
-                        out_dir=Path(args.out) if args.out else None, progress=say)
+                        out_dir=Path(args.out) if args.out else None, progress=progress)
     report = "\n\n".join(markdown(s) for s in res.summaries)
     if args.out:
         (Path(args.out) / "report.md").write_text(report)
@@ -184,42 +258,29 @@ def backtest(args: argparse.Namespace) -> dict[str, object]:
             "plots": {k: str(v) for k, v in res.plots.items()}}
 
 
-def keeper_once(instance: dg.DagsterInstance, args: argparse.Namespace) -> dg.ExecuteInProcessResult:
+def keeper_once(instance: dg.DagsterInstance, args: argparse.Namespace, command: str = "keeper") -> (
+    dg.ExecuteInProcessResult
+):
     """One keeper cycle (the assets of keeper_job) through the project's instance, so it shows in the UI."""
     from fundarb_pipelines.assets.keeper import keeper_assets
-    from fundarb_pipelines.definitions import build_resources
 
     cfg: dict[str, object] = {"dry_run": args.dry_run}
     if args.as_of:
         cfg["as_of"] = args.as_of
-    resources = build_resources()
+    resources: dict[str, object] = {}
     if args.mode:  # the command line's --mode overrides FUNDARB_KEEPER_MODE for this cycle
         from fundarb_pipelines.trading import KeeperTrading
 
         resources["trading"] = KeeperTrading(mode=args.mode, ledger_path=os.environ.get("FUNDARB_LEDGER", ""))
-    return dg.materialize(
-        keeper_assets,
-        instance=instance,
-        resources=resources,
-        run_config={"ops": {"keeper_cycle": {"config": cfg}},
-                    "loggers": {"console": {"config": {"log_level": "WARNING"}}}},
-        tags={"fundarb/command": "keeper"},
-        raise_on_error=False,
-    )
+    return materialise(instance, keeper_assets, command, "keeper cycle", log_level="WARNING",
+                       run_config={"ops": {"keeper_cycle": {"config": cfg}}}, resources=resources)
 
 
 def build_backtests(instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
     """The backtest reports on their default period and the keeper's ledger report."""
     from fundarb_pipelines.assets.backtest import backtest_assets
-    from fundarb_pipelines.definitions import build_resources
 
-    return dg.materialize(
-        backtest_assets,
-        instance=instance,
-        resources=build_resources(),
-        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
-        tags={"fundarb/command": "run"},
-    )
+    return materialise(instance, backtest_assets, "run", "backtests", log_level="WARNING")
 
 
 def _backtest_lines(res: dg.ExecuteInProcessResult) -> list[str]:
@@ -244,19 +305,23 @@ def summary(database: str) -> dict[str, object]:
     """What is now in the database, as a dict (for --json) and printed for people.
 
     With the replay source it also counts the source rows of each table, so the summary can
-    show stored = source − rejected for every raw table.
+    show stored = source − rejected − exact duplicates for every raw table.
     """
     source_rows: dict[str, int] = {}
     if source_kind_from_env() == "replay":
         replay = ReplaySource()
         source_rows = {t: len(replay.table(t)) for t in RAW_TABLES}
-    with duckdb_lib.connect(database, read_only=True) as conn:
+    with connect(database, read_only=True, on_wait=say) as conn:
+        existing = {r[0] for r in conn.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+        if not set(RAW_TABLES) | {"rejected_rows"} <= existing:
+            raise DatabaseError(f"{database} holds no fundarb tables (not a fundarb database?): run `fundarb ingest` "
+                                "first, or set FUNDARB_DUCKDB to the project's database")
         counts = table_counts(conn)
+        duplicates = duplicate_counts(conn)
         rejected_by_table = dict(conn.execute("SELECT raw_table, count(*) FROM rejected_rows GROUP BY 1").fetchall())
         span = conn.execute(
             "SELECT count(DISTINCT venue), count(DISTINCT asset), min(ts), max(ts) FROM funding_rates"
         ).fetchall()[0]
-        existing = {r[0] for r in conn.execute("SELECT table_name FROM information_schema.tables").fetchall()}
         models = {
             m.name: int(conn.execute(f"SELECT count(*) FROM {m.name}").fetchall()[0][0])
             for m in load_models()
@@ -284,6 +349,7 @@ def summary(database: str) -> dict[str, object]:
         "forecast_leaderboard": forecasts,
         "champions": champions,
         "rejected_by_table": rejected_by_table,
+        "duplicates_by_table": duplicates,
         "funding_venues": span[0],
         "funding_assets": span[1],
         "funding_from": str(span[2]),
@@ -296,13 +362,15 @@ def print_summary(s: dict[str, object]) -> None:
     tables: dict[str, int] = s["tables"]  # type: ignore[assignment]
     source: dict[str, int] = s["source_rows"]  # type: ignore[assignment]
     rejected: dict[str, int] = s["rejected_by_table"]  # type: ignore[assignment]
+    duplicates: dict[str, int] = s.get("duplicates_by_table", {})  # type: ignore[assignment]
     print(f"\nfundarb database {s['database']}:")
     for name, n in tables.items():
         line = f"  {name:<16} {n:>10,} rows"
         if name in source:
-            r = rejected.get(name, 0)
-            verdict = "all accounted for" if n == source[name] - r else "MISMATCH"
-            line += f"   (source {source[name]:,} − rejected {r:,}: {verdict})"
+            r, d = rejected.get(name, 0), duplicates.get(name, 0)
+            verdict = "all accounted for" if n == source[name] - r - d else "MISMATCH"
+            dup = f" − exact duplicates {d:,}" if d else ""
+            line += f"   (source {source[name]:,} − rejected {r:,}{dup}: {verdict})"
         print(line)
     print(
         f"  funding covers {s['funding_assets']} assets on {s['funding_venues']} venues, "
@@ -328,9 +396,7 @@ def print_summary(s: dict[str, object]) -> None:
         print("  no rows were rejected by validation")
 
 
-def _run_ok(result: dg.ExecuteInProcessResult, what: str, checks: list[dict[str, object]]) -> None:
-    if not result.success:
-        raise SystemExit(f"fundarb: {what} failed (run {result.run_id}); see the Dagster UI or logs above")
+def _run_ok(result: dg.ExecuteInProcessResult, checks: list[dict[str, object]]) -> None:
     checks.extend(
         {
             "check": f"{e.asset_key.to_user_string()}:{e.check_name}",
@@ -392,17 +458,56 @@ def main(argv: Sequence[str] | None = None) -> int:
     kp.add_argument("--as-of", default=None, help="cycle time (UTC); default: the data's latest hour")
     dev = sub.add_parser("dev", help="serve the Dagster UI on this project (dagster dev with the project's home)")
     dev.add_argument("--port", default="3000")
+    for command_parser in sub.choices.values():
+        command_parser.add_argument("--debug", action="store_true",
+                                    help="show the full traceback of an error instead of its one line")
     args = parser.parse_args(argv)
 
     warnings.filterwarnings("ignore", category=dg.BetaWarning)
     warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+    try:
+        return run_command(args)
+    except FundarbError as exc:
+        if args.debug or os.environ.get("FUNDARB_DEBUG") == "1":
+            raise
+        print(f"fundarb {args.command}: {exc}", file=sys.stderr, flush=True)
+        return exc.exit_code
+    except RunFailed as exc:  # not a user error: a bug, shown with the step's traceback
+        print(f"fundarb {args.command}: {exc}", file=sys.stderr, flush=True)
+        return 1
+
+
+def keeper_as_of(text: str, database: str) -> str:
+    """``--as-of`` as naive UTC, inside the hours the database covers and not before the paper account's clock."""
+    ts = parse_user_time(text, "--as-of")
+    with connect(database, read_only=True, on_wait=say) as conn:
+        tables = {r[0] for r in conn.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+        if "funding_rates" not in tables:
+            raise DatabaseError(f"{database} holds no funding data: run `fundarb ingest` (or `fundarb run`) first")
+        lo, hi = conn.execute("SELECT min(ts), max(ts) FROM funding_rates").fetchall()[0]
+        clock = conn.execute("SELECT value FROM paper_state WHERE key = 'clock'").fetchall() if (
+            "paper_state" in tables) else []
+    if lo is None:
+        raise NothingToDoError(f"{database} has no valid funding rows: ingest data before running the keeper")
+    if ts < pd.Timestamp(lo):
+        raise BadArgumentError(f"--as-of {ts} (UTC) is before the first funding row {lo}: the keeper needs data up "
+                               "to its cycle time; choose a time inside the data")
+    if ts > pd.Timestamp(hi) + pd.Timedelta(hours=1):
+        raise BadArgumentError(f"--as-of {ts} (UTC) is after the latest funding row {hi}: ingest newer data, or "
+                               "choose a time inside the data (omit --as-of for its latest hour)")
+    if clock and clock[0][0] and ts < pd.Timestamp(clock[0][0]):
+        raise BadArgumentError(f"--as-of {ts} (UTC) is before the paper account's clock {clock[0][0]} (its last "
+                               "cycle): the keeper cannot go back in time; use a later time or omit --as-of")
+    return ts.isoformat()
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run the parsed command; a user error comes out as a ``FundarbError`` (``main`` prints it)."""
     if args.command == "forecast-eval":
         result = forecast_eval(args)
         if args.json:
             print(json.dumps(result, default=str))
         else:
-            import pandas as pd
-
             opts = ("display.width", 200, "display.max_rows", 500, "display.float_format", "{:.4g}".format)
             with pd.option_context(*opts):
                 print(pd.DataFrame(result["leaderboard"]).to_string(index=False))
@@ -410,8 +515,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "backtest":
         try:
             result = backtest(args)
-        except ValueError as exc:  # a bad period, strategy or data directory: say it, no traceback
-            raise SystemExit(f"fundarb backtest: {exc}") from None
+        except ValueError as exc:  # a bad period, strategy or data directory from the backtest's own checks
+            if isinstance(exc, FundarbError):
+                raise
+            raise BadArgumentError(str(exc)) from exc
         if args.json:
             print(json.dumps(result, default=str))
         else:
@@ -422,55 +529,55 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"  oracle ({key}): {o['slots_net_usd']:,.2f} USD for the keeper's slots, "
                       f"{o['all_assets_net_usd']:,.2f} USD over every asset")
         return 0
+    if args.command == "summary":  # reads only: no Dagster home needed
+        return _print_result(args, summary(default_duckdb_path()))
     home = ensure_dagster_home()
-    from fundarb_pipelines.resources import default_duckdb_path
 
     if args.command == "dev":
+        with dg.DagsterInstance.get() as instance:  # slots of CLI runs that died are freed before the UI starts
+            reap_dead_runs(instance, say)
         print(f"DAGSTER_HOME={home}; UI on http://127.0.0.1:{args.port}", flush=True)
         dagster = Path(sys.executable).with_name("dagster")  # the one installed beside this interpreter
         os.execv(dagster, [str(dagster), "dev", "-w", "workspace.yaml", "--port", str(args.port)])
 
     if args.command == "keeper":
+        if args.as_of:
+            args.as_of = keeper_as_of(args.as_of, default_duckdb_path())
         with dg.DagsterInstance.get() as instance:
             res = keeper_once(instance, args)
-        if not res.success:
-            failures = [e.event_specific_data.error.message for e in res.all_events  # type: ignore[union-attr]
-                        if e.event_type_value == "STEP_FAILURE"]
-            raise SystemExit(f"fundarb keeper: cycle failed: {failures[0].strip() if failures else res.run_id}")
         print(_keeper_line(res))
         return 0
     checks: list[dict[str, object]] = []
-    keeper_line = ""
-    backtest_lines: list[str] = []
-    if args.command in ("ingest", "run"):
-        with dg.DagsterInstance.get() as instance:
-            _run_ok(ingest(instance), "ingestion", checks)
-            if args.command == "run":
-                _run_ok(build_models(instance), "SQL models", checks)
-                _run_ok(build_forecasts(instance), "forecasting", checks)
-                keeper = keeper_once(instance, argparse.Namespace(mode="paper", dry_run=False, as_of=None))
-                _run_ok(keeper, "keeper cycle", checks)
-                keeper_line = _keeper_line(keeper)
-                backtests = build_backtests(instance)
-                _run_ok(backtests, "backtests", checks)
-                backtest_lines = _backtest_lines(backtests)
-    s = summary(default_duckdb_path())
-    if checks:
-        s["checks"] = checks
-    if keeper_line:
-        s["keeper"] = keeper_line
-    if backtest_lines:
-        s["backtest"] = backtest_lines
+    extra: dict[str, object] = {}
+    with dg.DagsterInstance.get() as instance:
+        ingested = ingest(instance, args.command)
+        _run_ok(ingested, checks)
+        nothing_valid(ingested, args.command)
+        if args.command == "run":
+            for build in (build_models, build_forecasts):
+                _run_ok(build(instance), checks)
+            keeper = keeper_once(instance, argparse.Namespace(mode="paper", dry_run=False, as_of=None), "run")
+            _run_ok(keeper, checks)
+            extra["keeper"] = _keeper_line(keeper)
+            backtests = build_backtests(instance)
+            _run_ok(backtests, checks)
+            extra["backtest"] = _backtest_lines(backtests)
+    return _print_result(args, {**summary(default_duckdb_path()), "checks": checks, **extra})
+
+
+def _print_result(args: argparse.Namespace, s: dict[str, Any]) -> int:
+    if not s.get("checks"):
+        s.pop("checks", None)
     if args.json:
         print(json.dumps(s, default=str))
-    else:
-        print_summary(s)
-        if checks:
-            print_checks(checks)
-        if keeper_line:
-            print(f"  {keeper_line}")
-        for line in backtest_lines:
-            print(f"  {line}")
+        return 0
+    print_summary(s)
+    if s.get("checks"):
+        print_checks(s["checks"])
+    if s.get("keeper"):
+        print(f"  {s['keeper']}")
+    for line in s.get("backtest", []):
+        print(f"  {line}")
     return 0
 
 

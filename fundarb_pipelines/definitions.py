@@ -18,6 +18,7 @@ from fundarb_pipelines.resources import (
     default_duckdb_path,
     source_kind_from_env,
 )
+from fundarb_pipelines.runs import dead_run_reaper
 from fundarb_pipelines.schedules import daily_retrain_schedule, hourly_ingest_schedule, ingest_job, retrain_job
 from fundarb_pipelines.sensors import fresh_inputs_keeper_sensor
 from fundarb_pipelines.sql_models import sql_assets, sql_checks
@@ -41,7 +42,7 @@ def defs() -> dg.Definitions:
         assets=[*raw_assets, *sql_assets, *forecast_assets, *keeper_assets, *backtest_assets],
         asset_checks=[*raw_checks, *sql_checks],
         jobs=[ingest_job, retrain_job, keeper_job, backtest_job],
-        sensors=[fresh_inputs_keeper_sensor],
+        sensors=[fresh_inputs_keeper_sensor, dead_run_reaper],
         schedules=[hourly_ingest_schedule, daily_retrain_schedule],
         resources=build_resources(),
     )

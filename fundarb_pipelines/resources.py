@@ -5,16 +5,24 @@ Every DuckDB writer runs in the ``duckdb`` concurrency pool (limit 1 in the proj
 the pool keeps Dagster from scheduling two writers at once, the lock covers everything the
 pool cannot see (the CLI, a notebook, a second ``dagster dev``), so parallel runs queue
 instead of failing on DuckDB's single-writer file lock.
+
+Neither wait is silent or endless: a writer that finds the lock file or the DuckDB file held
+says who holds it (the lock file records the holder's PID, command and start time; DuckDB's
+error names the reader's PID) every 15 s, and gives up after ``FUNDARB_DB_WAIT_S`` seconds
+(default 120) with one line saying what to close (``fundarb_core.storage.connect``).
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
-from collections.abc import Iterator
+import sys
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import IO
 
 import dagster as dg
 import duckdb
@@ -22,8 +30,10 @@ import pandas as pd
 from dagster_duckdb import DuckDBResource
 from pydantic import Field
 
+from fundarb_core.errors import BusyError, DatabaseError, FundarbError
 from fundarb_core.sources.base import MarketSource
 from fundarb_core.sources.replay import ReplaySource
+from fundarb_core.storage import DB_WAIT_ENV, check_location, connect, db_wait_limit
 
 DUCKDB_POOL = "duckdb"
 DUCKDB_ENV = "FUNDARB_DUCKDB"
@@ -42,27 +52,73 @@ def default_duckdb_path() -> str:
     return os.environ.get(DUCKDB_ENV) or DEFAULT_DUCKDB_PATH
 
 
+def _say(message: str) -> None:
+    print(f"fundarb: {message}", file=sys.stderr, flush=True)
+
+
+def _take_writer_lock(lock: IO[str], path: Path, say: Callable[[str], None]) -> None:
+    """Exclusive ``flock`` on ``<db>.lock``, waiting with a message naming the holder, up to the limit."""
+    limit, started, said = db_wait_limit(), time.monotonic(), -1e9
+    while True:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            pass
+        lock.seek(0)
+        holder = lock.read().strip() or "another fundarb process"
+        waited = time.monotonic() - started
+        if waited >= limit:
+            raise BusyError(f"the database {path} is being written by {holder} for {waited:.0f} s (limit "
+                            f"{limit:.0f} s, {DB_WAIT_ENV}): wait for it to finish or stop it, then retry")
+        if waited - said >= 15:
+            said = waited
+            say(f"waiting for the database {path}: being written by {holder} (gives up after {limit:.0f} s, "
+                f"{DB_WAIT_ENV})")
+        time.sleep(0.2)
+    lock.seek(0)
+    lock.truncate()
+    lock.write(f"PID {os.getpid()} ({' '.join(sys.argv[:2]) or 'python'}) since "
+               f"{datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC\n")
+    lock.flush()
+
+
 class FundarbDuckDB(DuckDBResource):
-    """dagster-duckdb's resource plus a cross-process writer lock on the database file."""
+    """dagster-duckdb's resource plus a cross-process writer lock on the database file, and waits that say
+    who holds the file and end after a limit (module docstring)."""
 
     @contextmanager
-    def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
+    def get_connection(self, log: Callable[[str], None] | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
         if self.database == ":memory:":
             with super().get_connection() as conn:
                 yield conn
             return
-        path = Path(self.database)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(f"{path}.lock", "a+") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # blocks until the other writer closes the file
+        say = log or _say
+        try:  # a user error here fails the step with its one line as the description, not a nested chain
+            path = check_location(self.database)
             try:
-                with super().get_connection() as conn:
-                    conn.execute("SET TimeZone = 'UTC'")
-                    conn.execute("SET enable_progress_bar = false")
-                    conn.execute(f"SET memory_limit = '{duckdb_memory_limit()}'")
-                    yield conn
+                lock = open(f"{path}.lock", "a+")  # noqa: SIM115 - closed in the finally below
+            except OSError as exc:
+                raise DatabaseError(f"cannot create the lock file {path}.lock ({exc.strerror or exc}): set "
+                                    "FUNDARB_DUCKDB to a writable path") from None
+        except FundarbError as exc:
+            raise dg.Failure(description=str(exc), metadata={"error": type(exc).__name__}) from None
+        try:
+            try:
+                _take_writer_lock(lock, path, say)
+                conn = connect(path, on_wait=say, config={"custom_user_agent": "dagster", **self.connection_config})
+            except FundarbError as exc:
+                raise dg.Failure(description=str(exc), metadata={"error": type(exc).__name__}) from None
+            try:
+                conn.execute("SET TimeZone = 'UTC'")
+                conn.execute("SET enable_progress_bar = false")
+                conn.execute(f"SET memory_limit = '{duckdb_memory_limit()}'")
+                yield conn
             finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+                conn.close()
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+            lock.close()
 
 
 class MarketSourceResource(dg.ConfigurableResource):

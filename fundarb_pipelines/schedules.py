@@ -23,7 +23,7 @@ ingest_job = dg.define_asset_job(
     "Off by default — the replay dataset does not grow; turn it on with FUNDARB_SOURCE=ccxt.",
 )
 def hourly_ingest_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
-    key = daily_partitions.get_last_partition_key(current_time=context.scheduled_execution_time)
+    key = daily_partitions().get_last_partition_key(current_time=context.scheduled_execution_time)
     if key is None:
         return dg.SkipReason("no partition exists yet")
     return dg.RunRequest(run_key=f"{key}:{context.scheduled_execution_time:%Y%m%d%H}", partition_key=key)

@@ -146,6 +146,7 @@ def test_keeper_ledger_report_is_the_backtest_report_of_what_was_realised(bt_db:
     assert "expected_funding_usd" in meta["estimated_vs_realised"].value
 
 
-def test_cli_rejects_a_reversed_period_with_a_clear_message(tmp_path: Path) -> None:
-    with pytest.raises(SystemExit, match="backtest end 2026-01-13 00:00:00 must be after start 2026-01-14"):
-        main(["backtest", "--start", "2026-01-14", "--end", "2026-01-13", "--no-mlflow"])
+def test_cli_rejects_a_reversed_period_with_a_clear_message(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["backtest", "--start", "2026-01-14", "--end", "2026-01-13", "--no-mlflow"]) == 2
+    assert capsys.readouterr().err == (
+        "fundarb backtest: backtest end 2026-01-13 00:00:00 must be after start 2026-01-14 00:00:00 (UTC)\n")

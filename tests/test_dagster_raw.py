@@ -35,10 +35,10 @@ def test_definitions_load_with_every_raw_asset_in_the_duckdb_pool() -> None:
     graph = d.resolve_asset_graph()
     for key in RAW:
         node = graph.get(dg.AssetKey(key))
-        assert node.partitions_def == daily_partitions
+        assert node.partitions_def == daily_partitions()
         assert node.pools == {DUCKDB_POOL}
     first, last = ReplaySource().time_range()
-    keys_ = daily_partitions.get_partition_keys()
+    keys_ = daily_partitions().get_partition_keys()
     assert keys_[0] == first.strftime("%Y-%m-%d") and keys_[-1] == last.strftime("%Y-%m-%d")
     sched = d.resolve_schedule_def("hourly_ingest_schedule")
     assert sched.default_status == dg.DefaultScheduleStatus.STOPPED

@@ -30,8 +30,10 @@ table's source columns.  Design decisions, and why:
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -88,6 +90,39 @@ _CREDENTIAL_ENV: dict[str, str] = {
     "PRIVATE_KEY": "privateKey",
 }
 
+# A Retry-After longer than this is not waited out inside one ingest: the retry budget handles the rest.
+MAX_RETRY_AFTER_S = 120.0
+
+# Header / query fields that carry a key or a signature, whatever their value (scrubbed from every log record).
+_SECRET_FIELDS = re.compile(
+    r"(?i)((?:X-MBX-APIKEY|X-BAPI-API-KEY|X-BAPI-SIGN|OK-ACCESS-KEY|OK-ACCESS-SIGN|OK-ACCESS-PASSPHRASE|"
+    r"apiKey|api_key|signature|sign)['\"]?\s*[:=]\s*['\"]?)([^'\"&,}\s]+)")
+
+log = logging.getLogger(__name__)
+
+
+class _Redact(logging.Filter):
+    """Scrubs credentials from every record of one exchange's logger.
+
+    Why: ccxt logs each request at DEBUG with its headers (Binance's ``X-MBX-APIKEY``) and signed query strings,
+    market-data calls included; turning DEBUG on must never write a key or a signature to a log.
+    """
+
+    def __init__(self, secrets: list[str]) -> None:
+        super().__init__()
+        self._secrets = [s for s in secrets if s]
+
+    def covers(self, secrets: list[str]) -> bool:
+        return set(secrets) <= set(self._secrets)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        record.msg, record.args = _SECRET_FIELDS.sub(r"\1***", text), None
+        return True
+
+
 # Python errors ccxt's parsers raise on a payload of the wrong shape.
 _PARSE_ERRORS: tuple[type[BaseException], ...] = (
     TypeError, KeyError, ValueError, IndexError, AttributeError, ArithmeticError,
@@ -126,6 +161,32 @@ def _float(value: Any) -> float:
     if value is None or value == "":
         return math.nan
     return float(value)
+
+
+def _value(value: Any) -> Any:
+    """Like :func:`_float`, but a value that is not a number is kept as it came (``"abc"``), so that validation
+    rejects it with the original value in ``rejected_rows`` instead of a NaN."""
+    try:
+        return _float(value)
+    except (TypeError, ValueError):
+        return value
+
+
+def _retry_after_s(exchange: ccxt.Exchange | None) -> float | None:
+    """Seconds from the last response's ``Retry-After`` header (delta-seconds or an HTTP date), if any."""
+    headers = getattr(exchange, "last_response_headers", None) or {}
+    raw = next((v for k, v in dict(headers).items() if str(k).lower() == "retry-after"), None)
+    if raw is None:
+        return None
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        from email.utils import parsedate_to_datetime
+
+        try:
+            return max(0.0, (parsedate_to_datetime(str(raw)) - datetime.now(UTC)).total_seconds())
+        except (TypeError, ValueError):
+            return None
 
 
 def _interval_hours(value: Any) -> float:
@@ -183,6 +244,9 @@ class CcxtSource:
         self.depth_levels = depth_levels
         self._symbols: dict[str, dict[str, str]] = {}
         self._binance_intervals: dict[str, float] | None = None
+        self.short_histories: list[str] = []
+        """One line per venue symbol whose rows start well after the window asked for (a late listing or a
+        short history on the venue), so that a gap at the start of a backfill is reported, not silent."""
 
     def __repr__(self) -> str:  # never shows exchange objects (they may hold credentials)
         return f"CcxtSource(venues={self._venues!r})"
@@ -208,13 +272,21 @@ class CcxtSource:
         options: dict[str, Any] = dict(_MARKET_OPTIONS.get(venue_id, {}))
         options.update(dict(venue.ccxt_options))
         config: dict[str, Any] = {"enableRateLimit": True, "options": options}
+        secrets: list[str] = []
         if api_key_env:
             prefix = "FUNDARB_" + venue_id.upper().replace("-", "_") + "_"
             for suffix, attr in _CREDENTIAL_ENV.items():
                 value = os.environ.get(prefix + suffix)
                 if value:
                     config[attr] = value
+                    secrets.append(value)
+        wire = logging.getLogger(f"{__name__}.wire.{venue_id}.{len(secrets)}{abs(hash(tuple(secrets))):x}")
+        for logger in (wire, logging.getLogger("urllib3.connectionpool")):  # urllib3 logs signed URLs too
+            if not any(isinstance(f, _Redact) and f.covers(secrets) for f in logger.filters):
+                logger.addFilter(_Redact(secrets))
         exchange: ccxt.Exchange = getattr(ccxt, venue.ccxt_id)(config)
+        exchange.logger = wire  # ccxt's DEBUG request/response log goes through the redacting logger
+        exchange.verbose = False  # verbose prints requests, headers included, to stdout
         # ccxt deep-merges constructor options into its defaults, so an empty dict such as
         # Binance's ``broker={}`` would leave the default broker ids in place: assign directly.
         for key, value in venue.ccxt_options.items():
@@ -311,7 +383,8 @@ class CcxtSource:
                     "venue": venue_id,
                     "venue_symbol": venue_symbol,
                     "ts": int(item["timestamp"]),
-                    "rate": _float(item["fundingRate"]),
+                    "rate": _value(item["fundingRate"] if item.get("fundingRate") is not None
+                                   else (info.get("fundingRate") if isinstance(info, dict) else None)),
                     "interval_hours": _interval_hours(item.get("interval")),
                     "mark_price": _float(info.get("markPrice")) if isinstance(info, dict) else math.nan,
                 })
@@ -579,13 +652,16 @@ class CcxtSource:
         limit = self._limit(venue_id, table)
         oldest_first = (self.exchange(venue_id).id, table) in _OLDEST_FIRST
         lo_ms, hi_ms = _to_ms_floor(start), _to_ms_ceil(end)
-        pending: list[tuple[int, int]] = [(lo_ms, hi_ms)]
+        # (lo, hi, bounded): bounded windows hold at most ``limit`` hours; an oldest-first endpoint pages over
+        # the rest of the range until a page is not full, then the rest is checked in bounded windows, because
+        # an empty or short page (a venue hiccup, a gap in its history) proves nothing about later rows.
+        pending: list[tuple[int, int, bool]] = [(lo_ms, hi_ms, not oldest_first)]
         found: dict[int, Any] = {}
         while pending:
-            lo, hi = pending.pop()
+            lo, hi, bounded = pending.pop()
             if lo >= hi:
                 continue
-            win_hi = hi if oldest_first else min(hi, lo + limit * HOUR_MS)
+            win_hi = min(hi, lo + limit * HOUR_MS) if bounded else hi
             page = self._call(venue_id, venue_symbol, method,
                               lambda lo=lo, win_hi=win_hi: call(lo, win_hi - 1, limit))
             try:
@@ -599,12 +675,30 @@ class CcxtSource:
                 raise SourceError(venue_id, venue_symbol, method, f"malformed payload: {exc!r}") from exc
             # after the window (LIFO: pushed first so it runs after any re-query of the front)
             if len(page) >= limit and stamps:
-                pending.append((max(max(stamps) + 1, lo + 1), hi))
-                if not oldest_first and min(stamps) - lo >= HOUR_MS:
-                    pending.append((lo, min(stamps)))  # a newest-first page may have cut these
+                pending.append((max(max(stamps) + 1, lo + 1), hi, bounded))
+                if bounded and not oldest_first and min(stamps) - lo >= HOUR_MS:
+                    pending.append((lo, min(stamps), True))  # a newest-first page may have cut these
+            elif not bounded:
+                pending.append((max(stamps) + 1 if stamps else lo, hi, True))
             elif win_hi < hi:
-                pending.append((win_hi, hi))
+                pending.append((win_hi, hi, True))
+        self._note_short_history(venue_id, venue_symbol, table, found, lo_ms, hi_ms)
         return [found[ts] for ts in sorted(found)]
+
+    def _note_short_history(self, venue_id: str, venue_symbol: str, table: str, found: Mapping[int, Any],
+                            lo_ms: int, hi_ms: int) -> None:
+        """Report a venue symbol whose rows start more than a day after the window's start (or that has none)."""
+        if hi_ms - lo_ms <= 24 * HOUR_MS:
+            return
+        first = min(found) if found else None
+        if first is not None and first - lo_ms <= 24 * HOUR_MS:
+            return
+        since = pd.Timestamp(lo_ms, unit="ms", tz="UTC")
+        what = (f"history starts {pd.Timestamp(first, unit='ms', tz='UTC')}" if first is not None
+                else "no rows")
+        line = f"{venue_id} {venue_symbol} {table}: {what} (window from {since}); a late listing or a short history"
+        self.short_histories.append(line)
+        log.warning(line)
 
     def _call(self, venue_id: str, venue_symbol: str, method: str, fn: Callable[[], T]) -> T:
         """Run one ccxt call: retry transient network errors with exponential backoff, turn
@@ -619,7 +713,12 @@ class CcxtSource:
                         venue_id, venue_symbol, method,
                         f"gave up after {attempt + 1} attempts: {type(exc).__name__}: {exc}",
                     ) from exc
-                self._sleep(self.backoff_s * (2 ** attempt))
+                wait = self.backoff_s * (2 ** attempt)
+                if isinstance(exc, (ccxt.RateLimitExceeded, ccxt.DDoSProtection)):
+                    asked = _retry_after_s(self._exchanges.get(venue_id))  # the venue's own Retry-After wins
+                    if asked is not None:
+                        wait = max(wait, min(asked, MAX_RETRY_AFTER_S))
+                self._sleep(wait)
                 attempt += 1
             except ccxt.BaseError as exc:  # ExchangeError, BadResponse, BadSymbol, NotSupported …
                 raise SourceError(venue_id, venue_symbol, method, f"{type(exc).__name__}: {exc}") from exc
@@ -637,7 +736,9 @@ class CcxtSource:
         df["ts"] = pd.to_datetime(df["ts"].astype("int64"), unit="ms", utc=True).astype("datetime64[us, UTC]")
         for col in spec.source_columns:
             if col not in ("venue", "venue_symbol", "ts", "timeframe"):
-                df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
+                num = pd.to_numeric(df[col], errors="coerce")
+                kept = num.isna() & df[col].map(lambda v: isinstance(v, str))  # "abc": keep it for rejected_rows
+                df[col] = num.astype("float64") if not kept.any() else num.astype(object).where(~kept, df[col])
         df = df[(df["ts"] >= pd.Timestamp(start)) & (df["ts"] < pd.Timestamp(end))]
         key = [c for c in spec.key if c in df.columns]
         df = df.drop_duplicates(subset=key, keep="last").sort_values(key, kind="stable")

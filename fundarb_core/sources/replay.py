@@ -13,9 +13,12 @@ from functools import lru_cache
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
+from fundarb_core.errors import DataFileError
 from fundarb_core.schema import LAYOUT_FILES, RAW_TABLES
+from fundarb_core.times import plausible
 
 BUNDLED_DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 DATA_DIR_ENV = "FUNDARB_DATA_DIR"
@@ -26,18 +29,35 @@ def default_data_dir() -> Path:
     return Path(os.environ.get(DATA_DIR_ENV) or BUNDLED_DATA_DIR)
 
 
-class DataLayoutError(FileNotFoundError):
-    """The directory is not in the canonical layout."""
+class DataLayoutError(DataFileError, FileNotFoundError):
+    """The directory is not in the canonical layout, or one of its files cannot be read."""
 
 
 def table_path(data_dir: Path, table: str) -> Path:
     return Path(data_dir) / "market" / f"{LAYOUT_FILES[table]}.parquet"
 
 
+_READ_ERRORS = (pa.ArrowException, OSError, ValueError)
+
+
+def _unreadable(path: str | Path, exc: BaseException) -> DataLayoutError:
+    size = Path(path).stat().st_size if Path(path).exists() else 0
+    what = "an empty file (0 bytes)" if size == 0 else f"not a readable parquet file ({str(exc).splitlines()[0]})"
+    return DataLayoutError(f"{path}: {what}; replace it with a parquet file of the canonical layout, or remove it")
+
+
 @lru_cache(maxsize=16)
 def _load(path: str, mtime: float) -> pd.DataFrame:  # mtime in the key: edits invalidate the cache
-    frame = pd.read_parquet(path)
-    frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
+    try:
+        frame = pd.read_parquet(path)
+    except _READ_ERRORS as exc:
+        raise _unreadable(path, exc) from None
+    if "ts" not in frame.columns:
+        raise DataLayoutError(f"{path}: missing column 'ts' (the time of each row, UTC)")
+    try:
+        frame["ts"] = pd.to_datetime(frame["ts"], utc=True, errors="coerce")
+    except (TypeError, ValueError) as exc:
+        raise DataLayoutError(f"{path}: column 'ts' is not a time ({exc})") from None
     return frame
 
 
@@ -90,24 +110,54 @@ class ReplaySource:
             frame = _stamp_undated_snapshots(frame, self.data_dir)
         return frame.loc[:, list(spec.source_columns)]
 
-    def fetch(self, table: str, start: datetime, end: datetime) -> pd.DataFrame:
+    def fetch(self, table: str, start: datetime | None, end: datetime | None) -> pd.DataFrame:
+        """Rows with ``start <= ts < end``; ``None`` opens that side.  An open start also returns the rows with no
+        (readable) timestamp, so that they reach validation — the first partition of a backfill asks for them."""
         frame = self.table(table)
         ts = frame["ts"]
-        window = (ts >= pd.Timestamp(start)) & (ts < pd.Timestamp(end))
+        window = pd.Series(True, index=frame.index)
+        if start is not None:
+            window &= ts >= pd.Timestamp(start)
+        if end is not None:
+            window &= ts < pd.Timestamp(end)
+        if start is None:
+            window |= ts.isna()
         return frame[window].reset_index(drop=True)
 
     def venues(self) -> list[str]:
         path = table_path(self.data_dir, "funding_rates")
-        return sorted(pq.read_table(path, columns=["venue"]).column(0).unique().to_pylist())
+        try:
+            return sorted(pq.read_table(path, columns=["venue"]).column(0).unique().to_pylist())
+        except _READ_ERRORS as exc:
+            raise _unreadable(path, exc) from None
 
-    def time_range(self) -> tuple[pd.Timestamp, pd.Timestamp]:
-        """First and last timestamp over every table: the range to backfill."""
+    def time_range(self, now: datetime | None = None) -> tuple[pd.Timestamp, pd.Timestamp]:
+        """First and last *plausible* timestamp over every table: the range to backfill.
+
+        Reads only the ``ts`` column of each file.  Rows stamped before 2016 or in the future (a unit bug, epoch 0)
+        are left out, so one absurd row never stretches the partitions over decades; those rows still reach
+        validation through the open-ended first and last partitions and are rejected there.
+        """
         lo, hi = [], []
         for table in RAW_TABLES:
-            ts = self.table(table)["ts"].dropna()
+            path = table_path(self.data_dir, table)
+            if not path.exists():
+                continue
+            try:
+                has_ts = "ts" in pq.read_schema(path).names
+                ts = pq.read_table(path, columns=["ts"]).column(0).to_pandas() if has_ts else None
+            except _READ_ERRORS as exc:
+                raise _unreadable(path, exc) from None
+            if ts is None:
+                raise DataLayoutError(f"{path}: missing column 'ts' (the time of each row, UTC)")
+            ts = pd.to_datetime(ts, utc=True, errors="coerce")
+            ts = ts[plausible(ts, now)]
             if len(ts):
                 lo.append(ts.min())
                 hi.append(ts.max())
         if not lo:
-            raise DataLayoutError(f"{self.data_dir}: no rows in any table")
+            raise DataLayoutError(
+                f"{self.data_dir / 'market'}: no row with a plausible timestamp in any table "
+                f"({', '.join(f'{f}.parquet' for f in LAYOUT_FILES.values())}); point FUNDARB_DATA_DIR (or --data) at "
+                "a directory with data")
         return min(lo), max(hi)

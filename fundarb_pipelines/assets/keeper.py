@@ -27,6 +27,7 @@ from fundarb_core.storage.market_queries import KEEPER_TABLES
 from fundarb_core.storage.market_view import WarehouseMarketView
 from fundarb_core.storage.paper_store import DuckDBPaperStore
 from fundarb_core.strategy.config import KeeperConfig
+from fundarb_core.times import parse_user_time
 from fundarb_pipelines.metadata import markdown_table
 from fundarb_pipelines.resources import FundarbDuckDB
 from fundarb_pipelines.trading import KeeperTrading
@@ -46,7 +47,7 @@ class KeeperRunConfig(dg.Config):
 
 def _as_of(conn: duckdb_lib.DuckDBPyConnection, configured: str | None) -> datetime:
     if configured:
-        return pd.Timestamp(configured).tz_localize(None).to_pydatetime()
+        return parse_user_time(configured, "as_of").to_pydatetime()  # honours a UTC offset
     latest = conn.execute("SELECT max(hour) FROM spread_panel WHERE observed_spread_per_hour IS NOT NULL").fetchall()
     return pd.Timestamp(latest[0][0]).to_pydatetime()
 

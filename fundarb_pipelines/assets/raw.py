@@ -2,15 +2,20 @@
 
 Each asset is a thin wrapper over ``fundarb_core.ingest.ingest_table``: fetch the partition
 window (or the whole range of a single-run backfill) from the configured source, validate,
-upsert in one transaction, and report rows, rejects, venues and time range as metadata.
+upsert in one transaction, and report rows, rejects, exact duplicates, venues and time range as
+metadata.  With the replay source the first partition's window is open to the past and the last
+one's to the future (rows with no timestamp come with the first), so every source row is stored,
+rejected with its reason or counted as a duplicate: ``rows + rejects + duplicates = rows_in``.
+A user error (an unreadable file) fails the step with that one line as the failure's description.
 """
 
 
 import dagster as dg
 
+from fundarb_core.errors import FundarbError
 from fundarb_core.ingest import IngestReport, ingest_table
 from fundarb_core.schema import RAW_TABLES
-from fundarb_pipelines.partitions import daily_partitions
+from fundarb_pipelines.partitions import daily_partitions, open_edges
 from fundarb_pipelines.resources import DUCKDB_POOL, FundarbDuckDB, MarketSourceResource
 
 RAW_GROUP = "raw"
@@ -30,6 +35,7 @@ def report_metadata(report: IngestReport, table_rows: int) -> dict[str, dg.Metad
         "rows": dg.MetadataValue.int(report.rows_written),
         "rows_in": dg.MetadataValue.int(report.rows_in),
         "rejects": dg.MetadataValue.int(report.rejected),
+        "duplicates": dg.MetadataValue.int(report.duplicates),
         "venues": dg.MetadataValue.text(", ".join(report.venues) or "-"),
         "min_ts": dg.MetadataValue.text(report.min_ts or "-"),
         "max_ts": dg.MetadataValue.text(report.max_ts or "-"),
@@ -48,7 +54,7 @@ def build_raw_asset(table: str) -> dg.AssetsDefinition:
     @dg.asset(
         name=table,
         group_name=RAW_GROUP,
-        partitions_def=daily_partitions,
+        partitions_def=daily_partitions(),
         backfill_policy=dg.BackfillPolicy.single_run(),
         pool=DUCKDB_POOL,
         kinds={"duckdb", "python"},
@@ -59,15 +65,23 @@ def build_raw_asset(table: str) -> dg.AssetsDefinition:
         dg.MaterializeResult
     ):
         window = context.partition_time_window
-        source = market_source.build()
-        with duckdb.get_connection() as conn:
-            report = ingest_table(conn, source, table, window.start, window.end)
-            table_rows = int(conn.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0])
+        keys = context.partition_key_range
+        first, last = open_edges(keys.start, keys.end) if market_source.kind == "replay" else (False, False)
+        try:
+            source = market_source.build()
+            with duckdb.get_connection(log=context.log.warning) as conn:
+                report = ingest_table(conn, source, table, None if first else window.start,
+                                      None if last else window.end)
+                table_rows = int(conn.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0])
+        except FundarbError as exc:
+            raise dg.Failure(description=str(exc), metadata={"error": type(exc).__name__}) from None
+        if report.duplicates:
+            context.log.info(f"{table}: {report.duplicates} exact duplicate rows counted (stored once)")
         if report.rejected:
             context.log.warning(f"{table}: {report.rejected} rows rejected: {report.reject_reasons}")
         context.log.info(
             f"{table} [{window.start:%Y-%m-%d} → {window.end:%Y-%m-%d}) from {source.name}: "
-            f"{report.rows_written} rows, {report.rejected} rejected"
+            f"{report.rows_written} rows, {report.rejected} rejected, {report.duplicates} duplicates"
         )
         return dg.MaterializeResult(metadata=report_metadata(report, table_rows))
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import math
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -39,7 +39,7 @@ import pandas as pd
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "fundarb_core" / "data" / "market"
 HOUR_MS = 3_600_000
-FAULT_KINDS = ("429", "500", "malformed", "error")
+FAULT_KINDS = ("429", "500", "malformed", "error", "empty", "429-retry-after")
 
 
 @cache
@@ -116,6 +116,7 @@ class Reply:
     status: int
     body: bytes
     content_type: str = "application/json"
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 class WireServer:
@@ -145,6 +146,8 @@ class WireServer:
                 self.send_response(reply.status)
                 self.send_header("Content-Type", reply.content_type)
                 self.send_header("Content-Length", str(len(reply.body)))
+                for name, value in reply.headers.items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(reply.body)
 
@@ -237,6 +240,10 @@ class WireServer:
     def _fault_reply(self, kind: str) -> Reply:
         if kind == "429":
             return Reply(429, json.dumps(self.rate_limit_body()).encode())
+        if kind == "429-retry-after":
+            return Reply(429, json.dumps(self.rate_limit_body()).encode(), headers={"Retry-After": "3"})
+        if kind == "empty":  # a 200 with no rows: a venue hiccup in the middle of a history
+            return Reply(200, b"[]")
         if kind == "500":
             return Reply(500, b"<html><body><h1>500 Internal Server Error</h1></body></html>", "text/html")
         if kind == "error":
