@@ -19,6 +19,7 @@ A rule that more than one model (or Python) applies — quote ranking, bar lengt
 
 import hashlib
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -110,14 +111,31 @@ def topological(models: list[SqlModel]) -> list[SqlModel]:
     return [by_name[n] for n in order]
 
 
-def build_all(conn: duckdb.DuckDBPyConnection, models: list[SqlModel] | None = None) -> dict[str, int]:
-    """Rebuild every model on ``conn`` in dependency order, outside Dagster (benchmarks, research
-    integrity tests); returns row counts.  Same SQL as the assets run, on the same rule macros
-    (:func:`fundarb_core.sql_macros.install_macros`, installed first)."""
+def upstream(models: list[SqlModel], targets: Iterable[str]) -> list[SqlModel]:
+    """The models ``targets`` need: themselves and everything they read, transitively."""
+    by_name = {m.name: m for m in models}
+    need: set[str] = set()
+    todo = [t for t in targets if t in by_name]
+    while todo:
+        name = todo.pop()
+        if name not in need:
+            need.add(name)
+            todo.extend(d for d in by_name[name].deps if d in by_name)
+    return [m for m in models if m.name in need]
+
+
+def build_all(conn: duckdb.DuckDBPyConnection, models: list[SqlModel] | None = None,
+              targets: Iterable[str] | None = None) -> dict[str, int]:
+    """Rebuild every model (or only what ``targets`` need) on ``conn`` in dependency order, outside Dagster
+    (backtest replicas, benchmarks, research integrity tests); returns row counts.  Same SQL as the assets run,
+    on the same rule macros (:func:`fundarb_core.sql_macros.install_macros`, installed first)."""
     counts = {}
     conn.execute("SET enable_progress_bar = false")
     install_macros(conn)
-    for model in topological(models if models is not None else load_models()):
+    chosen = models if models is not None else load_models()
+    if targets is not None:
+        chosen = upstream(chosen, targets)
+    for model in topological(chosen):
         conn.execute(f"CREATE OR REPLACE TABLE {model.name} AS\n{model.sql}")
         counts[model.name] = int(conn.execute(f"SELECT count(*) FROM {model.name}").fetchall()[0][0])
     return counts

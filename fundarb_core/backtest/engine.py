@@ -29,7 +29,7 @@ forced flat either).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from types import MappingProxyType
@@ -48,6 +48,7 @@ from fundarb_core.simulation.paper_venue import PaperVenue
 from fundarb_core.sql_macros import install_macros
 from fundarb_core.sql_models import build_all
 from fundarb_core.storage.ledger_store import DuckDBLedgerStore
+from fundarb_core.storage.market_queries import KEEPER_TABLES
 from fundarb_core.storage.market_view import WarehouseMarketView
 from fundarb_core.storage.paper_store import DuckDBPaperStore
 from fundarb_core.strategy.config import KeeperConfig
@@ -130,6 +131,7 @@ class BacktestRun:
     actions: pd.DataFrame  # hour, action, reason, position_id, closed_position_id
     seconds: float
     assets: tuple[str, ...] = ()
+    phases: dict[str, float] = field(default_factory=dict)  # seconds: replica, market read, hourly loop
 
     def view(self) -> LedgerView:
         """The run as the report reads it."""
@@ -139,9 +141,9 @@ class BacktestRun:
 
 
 def market_replica(conn: duckdb.DuckDBPyConnection, start: pd.Timestamp, end: pd.Timestamp,
-                   warmup_hours: int) -> duckdb.DuckDBPyConnection:
-    """A private in-memory DuckDB with the raw rows known in ``[start − warmup, end]`` and every SQL model rebuilt
-    on them.
+                   warmup_hours: int, models: Iterable[str] | None = None) -> duckdb.DuckDBPyConnection:
+    """A private in-memory DuckDB with the raw rows known in ``[start − warmup, end]`` and the SQL models rebuilt
+    on them (every model, or those ``models`` need).
 
     Private so the backtest's ledger and paper accounts never touch the user's database.  Rebuilt from raw rows
     known by ``end`` so the future does not exist for the simulation — not even as floating-point noise: a
@@ -165,7 +167,7 @@ def market_replica(conn: duckdb.DuckDBPyConnection, start: pd.Timestamp, end: pd
         mem.register("_src", arrow)
         mem.execute(f"CREATE TABLE {table} AS SELECT * FROM _src")
         mem.unregister("_src")
-    build_all(mem)
+    build_all(mem, targets=models)
     return mem
 
 
@@ -194,7 +196,8 @@ def run_backtest(
     t_start = time.perf_counter()
     if config.strategy == "keeper_forecast" and forecasts is None:
         raise ValueError("strategy keeper_forecast needs walk-forward forecasts (walk_forward_forecasts)")
-    mem = market_replica(conn, config.start, config.end, config.warmup_hours)
+    mem = market_replica(conn, config.start, config.end, config.warmup_hours, models=KEEPER_TABLES)
+    phases = {"replica": time.perf_counter() - t_start}
     venues = config.venues or traded_venues(mem, config.start, config.end)
     kcfg = config.keeper_config(venues)
     risk = replace(config.risk, kill_switch_env="")  # module doc: the live kill switch does not rewrite history
@@ -202,6 +205,7 @@ def run_backtest(
     market = WarehouseMarketView(mem, kcfg, read_ahead_hours=168 if persistent else 0)
     if not persistent:  # the replica never changes: read it once (the persistent path reads a week at a time)
         market.preload(config.start, config.end)
+    phases["market_read"] = time.perf_counter() - t_start - phases["replica"]
     exchange = PaperVenue(market, kcfg, initial_balances=capital, now=config.start.to_pydatetime(),
                           half_spread_bps=config.half_spread_bps,
                           store=DuckDBPaperStore(mem) if persistent else None)
@@ -219,6 +223,7 @@ def run_backtest(
         by_hour = {pd.Timestamp(h): g.drop(columns="hour") for h, g in fc.groupby("hour", sort=True)}
 
     hours = config.hours
+    t_loop = time.perf_counter()
     equity: list[float] = []
     actions: list[dict[str, object]] = []
     for i, t in enumerate(hours):
@@ -229,6 +234,7 @@ def run_backtest(
                             "closed_position_id": rep.closed_position_id, "events": "; ".join(rep.events)})
         if progress is not None:
             progress(t, i + 1, len(hours))
+    phases["loop"] = time.perf_counter() - t_loop
     exchange.advance_to(config.end.to_pydatetime())  # the settlements of the last hour …
     reconcile(ledger, exchange, config.end.to_pydatetime())  # … recorded in the ledger like any other
     balances = exchange.balances()
@@ -244,7 +250,7 @@ def run_backtest(
         final_marks=marks,
         actions=pd.DataFrame(actions, columns=["hour", "action", "reason", "position_id", "closed_position_id",
                                                "events"]),
-        seconds=time.perf_counter() - t_start,
+        seconds=time.perf_counter() - t_start, phases=phases,
         assets=tuple(sorted(mem.execute("SELECT DISTINCT asset FROM stg_funding_hourly").df()["asset"].astype(str))),
     )
     mem.close()
