@@ -12,6 +12,7 @@ from fundarb_pipelines.assets.forecast import ForecastConfig, MlflowTracking, fo
 from fundarb_pipelines.assets.keeper import keeper_assets, keeper_job
 from fundarb_pipelines.assets.raw import raw_assets
 from fundarb_pipelines.checks.raw import raw_checks
+from fundarb_pipelines.model_refresh import models_job, refresh_models_after_ingest
 from fundarb_pipelines.resources import (
     FundarbDuckDB,
     MarketSourceResource,
@@ -41,8 +42,8 @@ def defs() -> dg.Definitions:
     return dg.Definitions(
         assets=[*raw_assets, *sql_assets, *forecast_assets, *keeper_assets, *backtest_assets],
         asset_checks=[*raw_checks, *sql_checks],
-        jobs=[ingest_job, retrain_job, keeper_job, backtest_job],
-        sensors=[fresh_inputs_keeper_sensor, dead_run_reaper],
+        jobs=[ingest_job, models_job, retrain_job, keeper_job, backtest_job],
+        sensors=[fresh_inputs_keeper_sensor, dead_run_reaper, refresh_models_after_ingest],
         schedules=[hourly_ingest_schedule, daily_retrain_schedule],
         resources=build_resources(),
     )

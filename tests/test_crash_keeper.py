@@ -12,7 +12,7 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 import pytest
-from fundarb_core.keeper.crashpoints import ENV_VAR
+from fundarb_core.execution.crashpoints import ENV_VAR
 
 from fundarb_pipelines.instance import ensure_dagster_home
 from tests.test_crash_ingest import cli_env, fundarb
