@@ -12,8 +12,8 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 import pytest
-from fundarb_core.execution.crashpoints import ENV_VAR
 
+from fundarb_core.execution.crashpoints import ENV_VAR
 from fundarb_pipelines.instance import ensure_dagster_home
 from tests.test_crash_ingest import cli_env, fundarb
 from tests.test_keeper_crash import FIRST, _build_market, check_consistent
