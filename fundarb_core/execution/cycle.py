@@ -242,7 +242,7 @@ def run_cycle(ctx: CycleContext, now: datetime | pd.Timestamp | str | None = Non
     deltas = net_deltas(led, exchange, cfg, rk)
     blocked = entry_limits(res.plans, deltas, cfg, rk)
     if len(res.plans):
-        busy_mask = res.plans["asset"].astype(str).isin(busy)
+        busy_mask = res.plans["asset"].isin(busy)
         blocked = blocked.where(~busy_mask | (blocked != ""), "asset_busy")
         stop = (blocked != "").to_numpy() & res.plans["valid"].to_numpy(dtype=bool)
         if stop.any() or ctx.chooser is not None:

@@ -133,15 +133,20 @@ def net_deltas(ledger: Ledger, exchange: ExchangeAdapter, config: KeeperConfig, 
     return Deltas(venue, hedged_total, all_total, gross)
 
 
+def _per_venue(venues: pd.Series, values: dict[str, float]) -> np.ndarray:
+    """``values`` looked up per row of a categorical venue column (once per category, not per row)."""
+    cat = venues.astype("category").cat
+    table = np.array([values.get(str(v), 0.0) for v in cat.categories] + [0.0])
+    return table[np.where(cat.codes.to_numpy() < 0, len(cat.categories), cat.codes.to_numpy())]
+
+
 def entry_limits(plans: pd.DataFrame, deltas: Deltas, config: KeeperConfig, risk: RiskConfig) -> pd.Series:
     """Per plan, the risk reason that forbids entering it now ('' when allowed)."""
     if plans.empty:
         return pd.Series([], dtype=object)
     size = plans["size_usd"].to_numpy(dtype="float64")
-    short = plans["short_venue"].astype(str).to_numpy()
-    long_ = plans["long_venue"].astype(str).to_numpy()
-    vs = np.array([deltas.venue.get(v, 0.0) for v in short]) - size
-    vl = np.array([deltas.venue.get(v, 0.0) for v in long_]) + size
+    vs = _per_venue(plans["short_venue"], deltas.venue) - size
+    vl = _per_venue(plans["long_venue"], deltas.venue) + size
     out = np.where(deltas.gross + 2 * size > config.max_gross_exposure_usd, "gross_exposure_limit",
                    np.where((np.abs(vs) > risk.max_venue_net_delta_usd) | (np.abs(vl) > risk.max_venue_net_delta_usd),
                             "venue_delta_limit", ""))
