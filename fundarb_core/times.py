@@ -33,6 +33,19 @@ def to_naive_utc(value: object) -> pd.Timestamp:
     return ts
 
 
+def to_naive_dt(value: object) -> datetime:
+    """:func:`to_naive_utc` as a ``datetime`` (what DuckDB parameters and the keeper's records hold); a naive
+    ``datetime`` is returned as it is."""
+    if type(value) is datetime and value.tzinfo is None:
+        return value
+    return to_naive_utc(value).to_pydatetime()
+
+
+def optional_dt(value: object) -> datetime | None:
+    """:func:`to_naive_dt`, with None for a missing value (a NULL read back from a table)."""
+    return None if value is None or pd.isna(value) else to_naive_dt(value)  # type: ignore[arg-type]
+
+
 def parse_user_time(text: str | None, what: str) -> pd.Timestamp:
     """Parse a time typed by a user, honouring its UTC offset; raise a one-line error naming ``what``."""
     if text is None or not str(text).strip():

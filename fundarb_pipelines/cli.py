@@ -51,11 +51,6 @@ def say(message: str) -> None:
     print(f"fundarb: {message}", file=sys.stderr, flush=True)
 
 
-def _defs() -> dg.Definitions:
-    from fundarb_pipelines.definitions import defs
-
-    return defs()
-
 
 def materialise(
     instance: dg.DagsterInstance,

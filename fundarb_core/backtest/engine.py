@@ -31,7 +31,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime
 from types import MappingProxyType
 from typing import Literal
 
@@ -52,6 +51,7 @@ from fundarb_core.storage.market_queries import KEEPER_TABLES
 from fundarb_core.storage.market_view import WarehouseMarketView
 from fundarb_core.storage.paper_store import DuckDBPaperStore
 from fundarb_core.strategy.config import KeeperConfig
+from fundarb_core.times import to_naive_utc
 from fundarb_core.venues import VENUES, FeeSchedule
 
 Strategy = Literal["keeper", "keeper_forecast", "naive"]
@@ -67,10 +67,6 @@ REPLICA_TABLES: Mapping[str, tuple[str, str]] = MappingProxyType({
 ``stg_candles`` model says) and the rest of its key: rows are copied in that total order, so every run of the
 same backtest inserts them identically."""
 
-
-def _ts(value: datetime | pd.Timestamp | str) -> pd.Timestamp:
-    t = pd.Timestamp(value)
-    return t.tz_convert("UTC").tz_localize(None) if t.tzinfo is not None else t
 
 
 @dataclass(frozen=True)
@@ -93,8 +89,8 @@ class BacktestConfig:
     record_decisions: bool = False  # the per-candidate audit rows of every hour (slow; the report does not use them)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "start", _ts(self.start).floor("h"))
-        object.__setattr__(self, "end", _ts(self.end).floor("h"))
+        object.__setattr__(self, "start", to_naive_utc(self.start).floor("h"))
+        object.__setattr__(self, "end", to_naive_utc(self.end).floor("h"))
         if self.end <= self.start:
             raise ValueError(f"backtest end {self.end} must be after start {self.start}")
         if self.strategy not in STRATEGIES:

@@ -105,6 +105,7 @@ import pandas as pd
 from fundarb_core.sql_macros import SIGMA_WINDOW_HOURS, bar_minutes, install_macros, quote_rank
 from fundarb_core.strategy.config import KeeperConfig
 from fundarb_core.strategy.leverage import liquidation_distance, sigma_distance_leverage
+from fundarb_core.times import to_naive_utc
 
 log = logging.getLogger(__name__)
 
@@ -171,10 +172,6 @@ class BarSeries:
     last_ts: pd.Timestamp
 
 
-def _naive(ts: datetime | str | pd.Timestamp) -> pd.Timestamp:
-    t = pd.Timestamp(ts)
-    return t.tz_convert("UTC").tz_localize(None) if t.tzinfo is not None else t
-
 
 def _ns(values: pd.Series | pd.DatetimeIndex | Sequence[pd.Timestamp]) -> npt.NDArray[np.int64]:
     return pd.DatetimeIndex(values).as_unit("ns").asi8
@@ -213,7 +210,7 @@ def finest_series(
     Eligible: series with a bar closing in ``(start − 168 h, start]`` (live when the window opens).  Ranked by
     smallest bar, then most bars closing by ``start``, then Binance, quote rank, venue and symbol name.
     """
-    t0 = _naive(start)
+    t0 = to_naive_utc(start)
     rows = _bar_rows(conn, asset)
     rows = rows[rows["close_ts"] <= t0]
     if rows.empty:
@@ -510,7 +507,7 @@ def leverage_safety(
     window = pd.Timedelta(days=days)
     runs: list[SafetyRun] = []
     for asset in assets:
-        stop = _naive(end) if end is not None else default_end(conn, asset)
+        stop = to_naive_utc(end) if end is not None else default_end(conn, asset)
         if stop is None:
             log.warning("leverage_safety: %s skipped: no bars", asset)
             continue

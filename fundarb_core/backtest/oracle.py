@@ -70,6 +70,7 @@ import pandas as pd
 from fundarb_core.sql_macros import install_macros
 from fundarb_core.strategy.config import KeeperConfig
 from fundarb_core.strategy.costs import sqrt_impact
+from fundarb_core.times import to_naive_utc
 
 HOUR_US = 3_600_000_000
 """One hour in microseconds (the resolution of the decision-hour grid)."""
@@ -272,15 +273,9 @@ def brute_force(inputs: OracleInputs) -> float:
 # ---------------------------------------------------------------------------------------------- inputs
 
 
-def _naive_utc(t: TimeLike) -> pd.Timestamp:
-    ts = pd.Timestamp(t)
-    if ts.tzinfo is not None:
-        ts = ts.tz_convert("UTC").tz_localize(None)
-    return ts
-
 
 def _hour_grid(start: TimeLike, end: TimeLike) -> tuple[pd.Timestamp, pd.Timestamp, np.ndarray]:
-    a, b = _naive_utc(start), _naive_utc(end)
+    a, b = to_naive_utc(start), to_naive_utc(end)
     if a != a.floor("h") or b != b.floor("h"):
         raise ValueError(f"start and end must be whole hours (the keeper's cycles), got {a} and {b}")
     if b <= a:

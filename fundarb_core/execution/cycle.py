@@ -48,6 +48,7 @@ from fundarb_core.execution.venue import ExchangeAdapter
 from fundarb_core.strategy.config import KeeperConfig
 from fundarb_core.strategy.planning import Action, Position, choose_action, mark_positions, plan_cycle
 from fundarb_core.strategy.snapshot import Snapshot
+from fundarb_core.times import to_naive_dt
 
 Chooser = Callable[[pd.DataFrame, list[Position], Snapshot, KeeperConfig], Action]
 """Picks the cycle's one action from the plans (risk limits applied) and the held positions, re-marked at the
@@ -95,12 +96,6 @@ class CycleReport:
     metrics: dict[str, Any] = field(default_factory=dict)
     plan: Plan | None = None
 
-
-def _naive(ts: datetime | pd.Timestamp | str) -> datetime:
-    t = pd.Timestamp(ts)
-    if t.tzinfo is not None:
-        t = t.tz_convert("UTC").tz_localize(None)
-    return t.to_pydatetime()
 
 
 def _restrict(snap: Snapshot, assets: Sequence[str] | None) -> Snapshot:
@@ -195,7 +190,7 @@ def run_cycle(ctx: CycleContext, now: datetime | pd.Timestamp | str | None = Non
     health, performance) — a keeper woken by a fill or a settlement rather than by its 5-minute timer;
     ``dry_run`` plans and records every decision but sends nothing."""
     cfg, rk, led, exchange = ctx.config, ctx.risk, ctx.ledger, ctx.exchange
-    t = _naive(now if now is not None else pd.Timestamp.now(tz="UTC"))
+    t = to_naive_dt(now if now is not None else pd.Timestamp.now(tz="UTC"))
     advance = getattr(exchange, "advance_to", None)
     if callable(advance):  # a simulated venue follows the cycle's clock
         advance(t)

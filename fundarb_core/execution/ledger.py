@@ -46,6 +46,7 @@ from fundarb_core.domain.positions import (
     PositionStatus,
 )
 from fundarb_core.domain.venue_state import FundingPayment
+from fundarb_core.times import to_naive_dt
 
 DECISION_COLUMNS = ("cycle_ts", "seq", "stage", "asset", "short_venue", "long_venue", "valid", "taken", "reason",
                     "score", "size_usd", "break_even_hours", "expected_apy", "details")
@@ -54,12 +55,6 @@ PERFORMANCE_COLUMNS = ("equity_usd", "estimated_apy", "realised_apy_7d", "active
 QUALITY_FAILURES = frozenset({OrderStatus.REJECTED, OrderStatus.NOT_RECEIVED, OrderStatus.PARTIAL})
 """Order outcomes that count against a market's execution quality (the market-quality filter)."""
 
-
-def _naive(ts: datetime | pd.Timestamp | str) -> datetime:
-    t = pd.Timestamp(ts)
-    if t.tzinfo is not None:
-        t = t.tz_convert("UTC").tz_localize(None)
-    return t.to_pydatetime()
 
 
 def _num(x: object) -> float | None:
@@ -202,7 +197,7 @@ class Ledger:
         p = PairPosition(
             position_id=position_id, asset=str(get("asset")), short_venue=str(get("short_venue")),
             long_venue=str(get("long_venue")), size_usd=float(get("size_usd")),  # type: ignore[arg-type]
-            leverage=float(get("leverage", 1.0)), status=status, opened_at=_naive(now),  # type: ignore[arg-type]
+            leverage=float(get("leverage", 1.0)), status=status, opened_at=to_naive_dt(now),  # type: ignore[arg-type]
             entry_fees_usd=_num(get("entry_fees_usd")), exit_fees_usd=_num(get("exit_fees_usd")),
             total_costs_usd=_num(get("total_costs_usd")), expected_hourly_usd=_num(get("expected_hourly_return_usd")),
             break_even_hours=_num(get("break_even_hours")), expected_apy=_num(get("expected_apy")))
@@ -273,7 +268,7 @@ class Ledger:
         blindly: the caller fetches it instead)."""
         if (venue, client_id) in self._orders:
             return False
-        t = _naive(now)
+        t = to_naive_dt(now)
         o = OrderRecord(venue, client_id, position_id, asset, leg, purpose, int(attempt), side, float(size_usd),
                         float(price), bool(reduce_only), OrderStatus.PENDING, 0.0, 0.0, 0.0, t, t, None)
         self._index_order(o)
@@ -293,14 +288,14 @@ class Ledger:
         st = check_transition(order.venue, order.client_id, row.status, status or order.status)
         f0, p0, fee0 = row.filled_qty, row.avg_price, row.fee_usd
         dq = order.filled_qty - f0
-        t = _naive(now)
+        t = to_naive_dt(now)
         fill: Fill | None = None
         if dq > 1e-15:
             px = (order.filled_qty * order.avg_price - f0 * p0) / dq
             n = self._fill_count.get((order.venue, order.client_id), 0)
             fill = Fill(f"{order.venue}|{order.client_id}|{n}", len(self._fills) + 1, order.venue, order.client_id,
                         row.position_id, order.asset, dq if order.side == "buy" else -dq, px,
-                        order.fee_usd - fee0, order.liquidity, _naive(order.ts) if order.ts is not None else t)
+                        order.fee_usd - fee0, order.liquidity, to_naive_dt(order.ts) if order.ts is not None else t)
         new = row.with_(status=st, filled_qty=max(order.filled_qty, f0), avg_price=order.avg_price if fill else p0,
                         fee_usd=max(order.fee_usd, fee0), updated_at=t, reason=reason or order.reason)
         self._index_order(new)
@@ -314,7 +309,7 @@ class Ledger:
     def mark_order(self, venue: str, client_id: str, status: OrderStatus | str, now: datetime,
                    reason: str = "") -> None:
         row = self._orders[(venue, client_id)]
-        new = row.with_(status=check_transition(venue, client_id, row.status, status), updated_at=_naive(now),
+        new = row.with_(status=check_transition(venue, client_id, row.status, status), updated_at=to_naive_dt(now),
                         reason=reason)
         self._index_order(new)
         self._commit(LedgerChange(orders=[new]))
@@ -338,14 +333,14 @@ class Ledger:
         """(venue, client id) of every order, or of those the ledger changed at or after ``since``."""
         if since is None:
             return set(self._orders)
-        lo = _naive(since)
+        lo = to_naive_dt(since)
         return {k for k, o in self._orders.items() if o.updated_at >= lo}
 
     def execution_quality(self, since: datetime) -> dict[tuple[str, str], tuple[int, int]]:
         """Per (asset, venue): opening/retry orders created after ``since`` and how many failed
         (:data:`QUALITY_FAILURES`) — the market-quality filter's inputs."""
         out: dict[tuple[str, str], tuple[int, int]] = {}
-        lo = bisect.bisect_right(self._entries, (_naive(since), "\uffff", "\uffff"))
+        lo = bisect.bisect_right(self._entries, (to_naive_dt(since), "\uffff", "\uffff"))
         for _, venue, cid in self._entries[lo:]:
             o = self._orders[(venue, cid)]
             n, f = out.get((o.asset, venue), (0, 0))
@@ -370,7 +365,7 @@ class Ledger:
             if p.payment_id in seen:
                 continue
             seen.add(p.payment_id)
-            rows.append(FundingRecord(p.__class__(p.payment_id, p.venue, p.asset, _naive(p.ts), p.rate, p.qty,
+            rows.append(FundingRecord(p.__class__(p.payment_id, p.venue, p.asset, to_naive_dt(p.ts), p.rate, p.qty,
                                                   p.price, p.amount_usd), owner.get((p.venue, p.asset))))
         for r in rows:
             self._add_funding(r)
@@ -409,14 +404,14 @@ class Ledger:
     # ------------------------------------------------------------------------------------------ cooldowns
 
     def set_cooldown(self, asset: str, now: datetime, minutes: float, failures: int) -> None:
-        t = _naive(now)
+        t = to_naive_dt(now)
         c = Cooldown(asset, t, t + pd.Timedelta(minutes=minutes), int(failures))
         self._cooldowns[asset] = c
         self._commit(LedgerChange(cooldowns=[c]))
 
     def cooldowns(self, now: datetime) -> dict[str, tuple[datetime, int]]:
         """Assets still cooling down at ``now``: failed_at and the failure count."""
-        t = _naive(now)
+        t = to_naive_dt(now)
         return {a: (c.failed_at, c.failures) for a, c in self._cooldowns.items() if c.until > t}
 
     # ------------------------------------------------------------------------------------------ decisions, events
@@ -435,7 +430,7 @@ class Ledger:
 
     def event(self, now: datetime, kind: str, position_id: str | None = None, venue: str | None = None,
               **detail: object) -> None:
-        e = Event(_naive(now), kind, position_id, venue, json.dumps(detail, default=str))
+        e = Event(to_naive_dt(now), kind, position_id, venue, json.dumps(detail, default=str))
         self._events.append(e)
         self._commit(LedgerChange(events=[e]))
 
@@ -443,7 +438,7 @@ class Ledger:
         return list(self._events)
 
     def write_performance(self, now: datetime, metrics: Mapping[str, Any]) -> None:
-        t = _naive(now)
+        t = to_naive_dt(now)
         vals = [_num(metrics.get(c)) for c in PERFORMANCE_COLUMNS]
         row = (t, json.dumps({k: _num(v) if not isinstance(v, str) else v for k, v in metrics.items()}), vals)
         self._performance.append(row)

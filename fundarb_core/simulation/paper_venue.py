@@ -51,15 +51,10 @@ from fundarb_core.execution.venue import ExchangeError, OrderTimeout
 from fundarb_core.simulation.faults import FaultInjector, FaultKind, FaultPlan
 from fundarb_core.strategy.config import KeeperConfig
 from fundarb_core.strategy.costs import sqrt_impact
+from fundarb_core.times import to_naive_dt
 
 _PRICE_SOURCES = {1: "book", 2: "candle", 3: "funding_mark", 0: "override"}
 
-
-def _naive(ts: datetime | pd.Timestamp | str) -> datetime:
-    t = pd.Timestamp(ts)
-    if t.tzinfo is not None:
-        t = t.tz_convert("UTC").tz_localize(None)
-    return t.to_pydatetime()
 
 
 @dataclass(frozen=True)
@@ -147,7 +142,7 @@ class PaperVenue:
         self._version = 0
         self._positions_cache: tuple[tuple[object, ...], dict[str, list[VenuePosition]]] | None = None
         if now is not None:
-            self.state.clock = _naive(now)
+            self.state.clock = to_naive_dt(now)
             self._commit(_change(clock=self.state.clock))
         new = [PaperAccount(v, float(a), float(a)) for v, a in (initial_balances or {}).items()
                if v not in self.state.accounts]
@@ -178,7 +173,7 @@ class PaperVenue:
 
     def advance_to(self, now: datetime | pd.Timestamp | str) -> None:
         """Move the clock forward: accrue funding up to ``now`` and re-try resting orders at the new prices."""
-        t = _naive(now)
+        t = to_naive_dt(now)
         if self.state.clock is not None and t < self.state.clock:
             raise ValueError(f"the paper clock cannot go back ({t} < {self.state.clock})")
         self.state.clock = t
@@ -236,7 +231,7 @@ class PaperVenue:
     def all_orders(self, venue: str | None = None, since: datetime | None = None) -> list[Order]:
         """Every order the venue has seen (what ccxt's ``fetch_orders`` returns), oldest first; ``since`` keeps
         those stamped at or after it."""
-        lo = _naive(since) if since is not None else None
+        lo = to_naive_dt(since) if since is not None else None
         return self._orders(lambda o: (not venue or o.venue == venue)
                             and (lo is None or (o.ts is not None and o.ts >= lo)))
 
@@ -393,7 +388,7 @@ class PaperVenue:
         self._commit(change)
 
     def funding_payments(self, since: datetime | None = None) -> list[FundingPayment]:
-        lo = _naive(since) if since is not None else None
+        lo = to_naive_dt(since) if since is not None else None
         got = [p for p in self.state.funding if lo is None or p.ts > lo]
         return sorted(got, key=lambda p: (p.ts, p.payment_id))
 

@@ -12,7 +12,6 @@ any two of them).
 from __future__ import annotations
 
 import os
-from datetime import datetime
 from pathlib import Path
 
 import duckdb
@@ -29,6 +28,7 @@ from fundarb_core.execution.ledger import (
     LedgerState,
 )
 from fundarb_core.storage.warehouse import transaction
+from fundarb_core.times import optional_dt
 
 LEDGER_ENV = "FUNDARB_LEDGER"
 
@@ -89,9 +89,6 @@ def trading_db_path(warehouse: str | Path | None = None) -> Path:
     return base.with_name("ledger.duckdb")
 
 
-def _ts(value: object) -> datetime | None:
-    return None if value is None or pd.isna(value) else pd.Timestamp(value).to_pydatetime()  # type: ignore[arg-type]
-
 
 def _ph(n: int) -> str:
     return "(" + ", ".join("?" * n) + ")"
@@ -117,20 +114,20 @@ class DuckDBLedgerStore:
         for r in db.execute(f"SELECT {', '.join(_POSITION_COLUMNS)} FROM ledger_positions").fetchall():
             kw = dict(zip(_POSITION_COLUMNS, r, strict=True))
             for k in ("opened_at", "closed_at", "naked_since"):
-                kw[k] = _ts(kw[k])
+                kw[k] = optional_dt(kw[k])
             state.positions.append(PairPosition(**kw))
         for r in db.execute(f"SELECT {', '.join(_ORDER_COLUMNS)} FROM ledger_orders").fetchall():
             kw = dict(zip(_ORDER_COLUMNS, r, strict=True))
-            kw["created_at"], kw["updated_at"] = _ts(kw["created_at"]), _ts(kw["updated_at"])
+            kw["created_at"], kw["updated_at"] = optional_dt(kw["created_at"]), optional_dt(kw["updated_at"])
             state.orders.append(OrderRecord(**kw))
         for r in db.execute(f"SELECT {', '.join(_FILL_COLUMNS)} FROM ledger_fills ORDER BY seq").fetchall():
             kw = dict(zip(_FILL_COLUMNS, r, strict=True))
-            kw["ts"] = _ts(kw["ts"])
+            kw["ts"] = optional_dt(kw["ts"])
             state.fills.append(Fill(**kw))
         for r in db.execute("SELECT payment_id, venue, asset, ts, rate, qty, price, amount_usd, position_id "
                             "FROM ledger_funding ORDER BY ts, payment_id").fetchall():
-            state.funding.append(FundingRecord(FundingPayment(r[0], r[1], r[2], _ts(r[3]), *r[4:8]), r[8]))
-        state.cooldowns = [Cooldown(a, _ts(f), _ts(u), int(n or 0))  # type: ignore[arg-type]
+            state.funding.append(FundingRecord(FundingPayment(r[0], r[1], r[2], optional_dt(r[3]), *r[4:8]), r[8]))
+        state.cooldowns = [Cooldown(a, optional_dt(f), optional_dt(u), int(n or 0))  # type: ignore[arg-type]
                            for a, f, u, n in db.execute("SELECT * FROM ledger_cooldowns").fetchall()]
         peak = db.execute("SELECT max(equity_usd) FROM performance_snapshots").fetchall()[0][0]
         state.peak_equity = None if peak is None else float(peak)

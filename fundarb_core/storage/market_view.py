@@ -24,13 +24,7 @@ from fundarb_core.storage import market_queries as q
 from fundarb_core.strategy.config import KeeperConfig
 from fundarb_core.strategy.market_tape import MarketTape, PriceEntry
 from fundarb_core.strategy.snapshot import Snapshot
-
-
-def _naive(t: datetime | pd.Timestamp) -> datetime:
-    if type(t) is datetime and t.tzinfo is None:
-        return t
-    ts = pd.Timestamp(t)
-    return (ts.tz_convert("UTC").tz_localize(None) if ts.tzinfo is not None else ts).to_pydatetime()
+from fundarb_core.times import to_naive_dt
 
 
 def _settlement_list(frame: pd.DataFrame) -> list[Settlement]:
@@ -64,7 +58,7 @@ class WarehouseMarketView:
                 first: datetime | None = None) -> WarehouseMarketView:
         """Read every hour of ``[start, end]`` (and ``first``), every settlement stamp in ``(start − 1 h, end]``
         and the raw funding stamps of the week before ``start`` onwards, once (the simulator's path)."""
-        a, b = _naive(start), _naive(end)
+        a, b = to_naive_dt(start), to_naive_dt(end)
         lo = a - pd.Timedelta(hours=1)
         settle = q.settlements(self.conn, lo, b)
         hours = pd.date_range(pd.Timestamp(a).ceil("h"), b, freq="h").to_pydatetime().tolist()
@@ -109,19 +103,19 @@ class WarehouseMarketView:
     def snapshot(self, t: datetime, balances_usd: Mapping[str, float] | None = None,
                  config: KeeperConfig | None = None, venues: Sequence[str] | None = None,
                  baseline_forecast: str = "none") -> Snapshot:
-        ts = _naive(t)
+        ts = to_naive_dt(t)
         return self._tape_at(ts).snapshot(ts, balances_usd, config, venues, baseline_forecast)
 
     def prices(self, t: datetime) -> Mapping[tuple[str, str], PriceEntry]:
-        ts = _naive(t)
+        ts = to_naive_dt(t)
         return self._tape_at(ts).prices(ts)
 
     def liquidity(self, venue: str, asset: str, t: datetime, buy: bool) -> float:
-        ts = _naive(t)
+        ts = to_naive_dt(t)
         return self._tape_at(ts).liquidity(venue, asset, ts, buy)
 
     def settlements(self, lo: datetime, hi: datetime) -> Sequence[Settlement]:
-        a, b = _naive(lo), _naive(hi)
+        a, b = to_naive_dt(lo), to_naive_dt(hi)
         if self._settle is not None and self._range is not None and self._range[0] <= a and b <= self._range[1]:
             ts = self._settle_ts
             i, j = np.searchsorted(ts, np.datetime64(a, "us"), "right"), np.searchsorted(ts, np.datetime64(b, "us"),
@@ -132,14 +126,14 @@ class WarehouseMarketView:
     def funding_symbol(self, venue: str, asset: str, t: datetime) -> str | None:
         """The symbol of the rate the keeper planned on (the tape), else the warehouse's rule
         (:func:`~.market_queries.funding_symbol`) for a market without a fresh rate."""
-        ts = _naive(t)
+        ts = to_naive_dt(t)
         got = self._tape_at(ts).funding_symbol(venue, asset, ts)
         if got is None and self.conn is not None:
             got = q.funding_symbol(self.conn, venue, asset, ts)
         return got
 
     def newest_settlement(self, t: datetime) -> datetime | None:
-        ts = _naive(t)
+        ts = to_naive_dt(t)
         if self._stamps is not None and self._stamp_range[0] <= ts <= self._stamp_range[1]:
             k = int(np.searchsorted(self._stamps, np.datetime64(ts, "us"), "right"))
             if k > 0:

@@ -8,10 +8,7 @@ between two changes loses neither, and never half of one).  It lives in the keep
 
 from __future__ import annotations
 
-from datetime import datetime
-
 import duckdb
-import pandas as pd
 
 from fundarb_core.domain.orders import Order
 from fundarb_core.domain.positions import LegBook
@@ -26,6 +23,7 @@ from fundarb_core.simulation.paper_venue import (
 from fundarb_core.storage.market_view import WarehouseMarketView
 from fundarb_core.storage.warehouse import transaction
 from fundarb_core.strategy.config import KeeperConfig
+from fundarb_core.times import optional_dt
 
 _DDL = (
     """CREATE TABLE IF NOT EXISTS paper_orders (
@@ -47,9 +45,6 @@ ORDER_COLUMNS = ("venue", "client_id", "asset", "side", "size_usd", "price", "re
                  "avg_price", "fee_usd", "liquidity", "ts", "reason")
 
 
-def _ts(value: object) -> datetime | None:
-    return None if value is None or pd.isna(value) else pd.Timestamp(value).to_pydatetime()  # type: ignore[arg-type]
-
 
 class DuckDBPaperStore:
     """``paper_*`` tables on their own cursor of ``conn``."""
@@ -64,16 +59,16 @@ class DuckDBPaperStore:
         for r in self.db.execute(f"SELECT {', '.join(ORDER_COLUMNS)}, seq FROM paper_orders ORDER BY seq").fetchall():
             o = Order(venue=r[0], client_id=r[1], asset=r[2], side=r[3], size_usd=r[4], price=r[5],
                       reduce_only=bool(r[6]), status=r[7], filled_qty=r[8], avg_price=r[9], fee_usd=r[10],
-                      liquidity=r[11], ts=_ts(r[12]), reason=r[13] or "")
+                      liquidity=r[11], ts=optional_dt(r[12]), reason=r[13] or "")
             state.orders[(o.venue, o.client_id)] = (o, int(r[14]))
         for v, a, q, p, lev, sym, funded in self.db.execute("SELECT * FROM paper_positions").fetchall():
-            state.positions[(v, a)] = PaperPosition(LegBook(float(q), float(p)), float(lev), sym, _ts(funded))
+            state.positions[(v, a)] = PaperPosition(LegBook(float(q), float(p)), float(lev), sym, optional_dt(funded))
         for v, init, wallet in self.db.execute("SELECT * FROM paper_balances").fetchall():
             state.accounts[v] = PaperAccount(v, float(init), float(wallet))
-        state.funding = [FundingPayment(r[0], r[1], r[2], _ts(r[3]), *r[4:])  # type: ignore[arg-type]
+        state.funding = [FundingPayment(r[0], r[1], r[2], optional_dt(r[3]), *r[4:])  # type: ignore[arg-type]
                          for r in self.db.execute("SELECT * FROM paper_funding ORDER BY ts, payment_id").fetchall()]
         kv = dict(self.db.execute("SELECT key, value FROM paper_state").fetchall())
-        state.clock = _ts(kv["clock"]) if kv.get("clock") else None
+        state.clock = optional_dt(kv["clock"]) if kv.get("clock") else None
         state.seq = int(kv.get("seq", 0))
         return state
 

@@ -31,13 +31,6 @@ def health_factor(equity_usd: ArrayLike, maintenance_margin_usd: ArrayLike) -> F
         return np.where(mm > 0, eq / mm, np.where(np.isnan(mm) | np.isnan(eq), np.nan, np.inf))
 
 
-def leg_health_factor(
-    margin_usd: ArrayLike, unrealised_pnl_usd: ArrayLike, notional_usd: ArrayLike, maintenance_margin: float
-) -> FloatArray:
-    """Health of one leg from its margin, unrealised PnL and notional at a maintenance-margin rate."""
-    return health_factor(np.add(margin_usd, unrealised_pnl_usd), np.multiply(notional_usd, maintenance_margin))
-
-
 def health_action_codes(hf: ArrayLike, config: KeeperConfig) -> npt.NDArray[np.int64]:
     """Action code per position: :data:`CLOSE` below 1.2 (or unknown), :data:`REDUCE` below 1.5, else hold."""
     h = np.asarray(hf, dtype="float64")
