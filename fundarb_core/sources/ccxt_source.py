@@ -32,8 +32,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -45,8 +43,10 @@ import pandas as pd
 
 from fundarb_core.schema import RAW_TABLES
 from fundarb_core.venues import get_venue
+from fundarb_core.venues.ccxt_client import make_exchange
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 HOUR_MS = 3_600_000
 TIMEFRAME = "1h"
@@ -70,57 +70,9 @@ _OLDEST_FIRST: frozenset[tuple[str, str]] = frozenset({
     ("hyperliquid", "candles"),
 })
 
-# Restrict load_markets() to the perpetual markets this project trades: fewer requests, and no
-# private endpoints (Bybit's coin info) or option chains pulled in by default.
-_MARKET_OPTIONS: dict[str, dict[str, Any]] = {
-    "bybit": {"fetchMarkets": {"types": ["linear"]}},
-    "hyperliquid": {"fetchMarkets": {"types": ["swap"]}},
-    "hyperliquid-xyz": {"fetchMarkets": {"types": ["hip3"], "hip3": {"dexes": ["xyz"]}}},
-    "okx": {"fetchMarkets": {"types": ["swap"]}},
-}
-
-# Environment variable suffix -> ccxt credential attribute.  Keys are read only from the
-# environment (FUNDARB_<VENUE>_<SUFFIX>) and never logged or stored on the source.
-_CREDENTIAL_ENV: dict[str, str] = {
-    "API_KEY": "apiKey",
-    "SECRET": "secret",
-    "PASSWORD": "password",
-    "UID": "uid",
-    "WALLET_ADDRESS": "walletAddress",
-    "PRIVATE_KEY": "privateKey",
-}
-
 # A Retry-After longer than this is not waited out inside one ingest: the retry budget handles the rest.
 MAX_RETRY_AFTER_S = 120.0
 
-# Header / query fields that carry a key or a signature, whatever their value (scrubbed from every log record).
-_SECRET_FIELDS = re.compile(
-    r"(?i)((?:X-MBX-APIKEY|X-BAPI-API-KEY|X-BAPI-SIGN|OK-ACCESS-KEY|OK-ACCESS-SIGN|OK-ACCESS-PASSPHRASE|"
-    r"apiKey|api_key|signature|sign)['\"]?\s*[:=]\s*['\"]?)([^'\"&,}\s]+)")
-
-log = logging.getLogger(__name__)
-
-
-class _Redact(logging.Filter):
-    """Scrubs credentials from every record of one exchange's logger.
-
-    Why: ccxt logs each request at DEBUG with its headers (Binance's ``X-MBX-APIKEY``) and signed query strings,
-    market-data calls included; turning DEBUG on must never write a key or a signature to a log.
-    """
-
-    def __init__(self, secrets: list[str]) -> None:
-        super().__init__()
-        self._secrets = [s for s in secrets if s]
-
-    def covers(self, secrets: list[str]) -> bool:
-        return set(secrets) <= set(self._secrets)
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        text = record.getMessage()
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        record.msg, record.args = _SECRET_FIELDS.sub(r"\1***", text), None
-        return True
 
 
 # Python errors ccxt's parsers raise on a payload of the wrong shape.
@@ -261,44 +213,9 @@ class CcxtSource:
         rate_limit_ms: int | None = None,
         timeout_ms: int | None = None,
     ) -> ccxt.Exchange:
-        """Build the venue's ccxt exchange with fee-bearing defaults off.
-
-        ``api_key_env`` reads credentials from ``FUNDARB_<VENUE>_API_KEY`` / ``_SECRET`` /
-        ``_PASSWORD`` / ``_UID`` / ``_WALLET_ADDRESS`` / ``_PRIVATE_KEY`` (venue id upper-cased,
-        ``-`` → ``_``) and from nowhere else; public data needs none.  ``urls`` replaces entries
-        of ``exchange.urls['api']`` (tests: loopback servers).
-        """
-        venue = get_venue(venue_id)
-        options: dict[str, Any] = dict(_MARKET_OPTIONS.get(venue_id, {}))
-        options.update(dict(venue.ccxt_options))
-        config: dict[str, Any] = {"enableRateLimit": True, "options": options}
-        secrets: list[str] = []
-        if api_key_env:
-            prefix = "FUNDARB_" + venue_id.upper().replace("-", "_") + "_"
-            for suffix, attr in _CREDENTIAL_ENV.items():
-                value = os.environ.get(prefix + suffix)
-                if value:
-                    config[attr] = value
-                    secrets.append(value)
-        wire = logging.getLogger(f"{__name__}.wire.{venue_id}.{len(secrets)}{abs(hash(tuple(secrets))):x}")
-        for logger in (wire, logging.getLogger("urllib3.connectionpool")):  # urllib3 logs signed URLs too
-            if not any(isinstance(f, _Redact) and f.covers(secrets) for f in logger.filters):
-                logger.addFilter(_Redact(secrets))
-        exchange: ccxt.Exchange = getattr(ccxt, venue.ccxt_id)(config)
-        exchange.logger = wire  # ccxt's DEBUG request/response log goes through the redacting logger
-        exchange.verbose = False  # verbose prints requests, headers included, to stdout
-        # ccxt deep-merges constructor options into its defaults, so an empty dict such as
-        # Binance's ``broker={}`` would leave the default broker ids in place: assign directly.
-        for key, value in venue.ccxt_options.items():
-            exchange.options[key] = value
-        if urls:
-            api = exchange.urls.get("api")
-            exchange.urls["api"] = {**api, **urls} if isinstance(api, dict) else dict(urls)
-        if rate_limit_ms is not None:
-            exchange.rateLimit = rate_limit_ms
-        if timeout_ms is not None:
-            exchange.timeout = timeout_ms
-        return cls._guard_json(exchange)
+        """The project's one ccxt client (:func:`fundarb_core.venues.ccxt_client.make_exchange`), with a 2xx body
+        that is not JSON raising ``BadResponse``."""
+        return cls._guard_json(make_exchange(venue_id, api_key_env, urls, rate_limit_ms, timeout_ms))
 
     @staticmethod
     def _guard_json(exchange: ccxt.Exchange) -> ccxt.Exchange:

@@ -32,7 +32,6 @@ Why each rule:
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import threading
@@ -47,6 +46,7 @@ from fundarb_core.domain.venue_state import Balance, BookTop, FundingPayment, Ve
 from fundarb_core.execution.venue import ExchangeError, OrderTimeout
 from fundarb_core.sources.ccxt_source import CcxtSource
 from fundarb_core.venues import get_venue
+from fundarb_core.venues.ccxt_client import Redact, account_lock
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -88,25 +88,6 @@ def _tradable_price(ex: ccxt.Exchange, symbol: str, side: Side, price: float) ->
     return px
 
 
-class _Redact(logging.Filter):
-    """Scrubs credential values from every record of an exchange's wire logger.
-
-    Why: ccxt logs each request at DEBUG *with its headers* (Binance's ``X-MBX-APIKEY``) whatever ``verbose``
-    says; an application that turns DEBUG on must not write keys to its logs.
-    """
-
-    def __init__(self, secrets: Callable[[], list[str]]) -> None:
-        super().__init__()
-        self._secrets = secrets
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        text = record.getMessage()
-        for s in self._secrets():
-            text = text.replace(s, "***")
-        record.msg, record.args = text, None
-        return True
-
-
 class CcxtExchange:
     """:class:`ExchangeAdapter` over live ccxt exchanges (rules in the module docstring).
 
@@ -135,8 +116,6 @@ class CcxtExchange:
         self._rate_limit_ms = rate_limit_ms
         self._timeout_ms = timeout_ms
         self._exchanges: dict[str, ccxt.Exchange] = {}
-        self._locks: dict[str, threading.RLock] = {}
-        self._locks_guard = threading.Lock()
         self._symbols: dict[tuple[str, str], str] = {}
         self._cid_symbol: dict[tuple[str, str], str] = {}
         self._assets = list(assets)
@@ -162,7 +141,7 @@ class CcxtExchange:
             self._harden(venue, ex)
             ex.verbose = False  # verbose prints requests (headers included) to stdout
             wire = logging.getLogger(f"{__name__}.wire.{venue}.{id(self):x}")
-            wire.addFilter(_Redact(self._secrets))
+            wire.addFilter(Redact(self._secrets))
             ex.logger = wire  # ccxt's DEBUG request log goes through the redacting logger
             self._exchanges[venue] = ex
         return ex
@@ -181,11 +160,7 @@ class CcxtExchange:
 
     def _lock(self, venue: str) -> threading.RLock:
         """One lock per account: ccxt id + a hash of the credential (never the credential itself)."""
-        ex = self.exchange(venue)
-        ident = str(getattr(ex, "walletAddress", "") or getattr(ex, "apiKey", "") or "")
-        key = ex.id + ":" + hashlib.sha256(ident.encode()).hexdigest()[:12]
-        with self._locks_guard:
-            return self._locks.setdefault(key, threading.RLock())
+        return account_lock(self.exchange(venue))
 
     def _secrets(self) -> list[str]:
         out = []
