@@ -30,9 +30,11 @@ die() { printf '[deploy] error: %s\n' "$*" >&2; exit 1; }
 
 # ----------------------------------------------------------------------------------------------- settings
 load_settings() {
-  if [[ -f "$DEPLOY_DIR/secrets.env" ]]; then
+  if [[ -f "$DEPLOY_DIR/secrets.env" ]]; then  # the environment wins over the generated file
+    local pg="${FUNDARB_PG_PASSWORD:-}" rd="${FUNDARB_REDIS_PASSWORD:-}"
     # shellcheck disable=SC1091
     set -a; source "$DEPLOY_DIR/secrets.env"; set +a
+    FUNDARB_PG_PASSWORD="${pg:-${FUNDARB_PG_PASSWORD:-}}" FUNDARB_REDIS_PASSWORD="${rd:-${FUNDARB_REDIS_PASSWORD:-}}"
   fi
   export FUNDARB_PG_HOST="${FUNDARB_PG_HOST:-127.0.0.1}" FUNDARB_PG_PORT="${FUNDARB_PG_PORT:-55432}"
   export FUNDARB_PG_USER="${FUNDARB_PG_USER:-fundarb}" FUNDARB_PG_DAGSTER_DB="${FUNDARB_PG_DAGSTER_DB:-dagster}"

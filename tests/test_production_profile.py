@@ -181,6 +181,9 @@ def test_sweep_on_celery_workers_equals_in_process(tmp_path: Path, monkeypatch: 
         events = dict(cur.fetchall())
         enqueued, step_ok = DagsterEventType.RUN_ENQUEUED.value, DagsterEventType.STEP_SUCCESS.value
         assert events.get(enqueued) == 1 and events.get(step_ok) == CELLS + 2, events
+        # the DuckDB steps claimed the `duckdb` pool in PostgreSQL: one slot, shared by every run and worker
+        cur.execute('SELECT "limit" FROM concurrency_limits WHERE concurrency_key = %s', ["duckdb"])
+        assert cur.fetchone() == (1,)
         # secrets: neither password in any run record or event (executor and resources name env vars only)
         for pw in (env["FUNDARB_PG_PASSWORD"], env["FUNDARB_REDIS_PASSWORD"]):
             cur.execute("SELECT (SELECT count(*) FROM runs WHERE run_body LIKE %s)"
