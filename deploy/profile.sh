@@ -197,6 +197,7 @@ webserver_up() {
 }
 daemon_up() { start_bg daemon "$BIN/dagster-daemon" run -w "$DEPLOY_DIR/workspace.yaml"; }
 worker_up() {  # worker_up N: one Celery worker on the `dagster` queue, FUNDARB_CELERY_CONCURRENCY processes
+  alive "worker$1" || : > "$LOGS/worker$1.log"  # a fresh log: readiness is its " ready." line
   start_bg "worker$1" "$BIN/celery" -A fundarb_pipelines.celery_worker worker -Q dagster -n "fundarb$1@%h" \
     --concurrency "$FUNDARB_CELERY_CONCURRENCY" --prefetch-multiplier 1 --loglevel INFO
 }
@@ -232,7 +233,7 @@ cmd_up() {
   # the Python services import for seconds each: start them together, then wait
   mlflow_up
   code_server_up
-  for i in $(seq "$FUNDARB_CELERY_WORKERS"); do : > "$LOGS/worker$i.log"; worker_up "$i"; done
+  for i in $(seq "$FUNDARB_CELERY_WORKERS"); do worker_up "$i"; done
   WAIT_SVC=code_server wait_for "dagster code server on 127.0.0.1:$FUNDARB_CODE_SERVER_PORT" 180 \
     "$BIN/dagster" api grpc-health-check -h 127.0.0.1 -p "$FUNDARB_CODE_SERVER_PORT"
   webserver_up
