@@ -40,3 +40,15 @@ lint: $(VENV)/.installed
 
 clean:
 	rm -rf data .dagster_home mlflow/mlflow.db mlflow/artifacts
+
+# The production profile (deploy/profile.sh; README "Production profile"): PostgreSQL, Redis, MLflow server,
+# Dagster code server + webserver + daemon, Celery workers — all local, no Docker.
+.PHONY: deploy-up deploy-down deploy-status deploy-bench
+deploy-up: $(VENV)/.installed
+	FUNDARB_BIN=$(abspath $(BIN)) deploy/profile.sh up
+deploy-down:
+	FUNDARB_BIN=$(abspath $(BIN)) deploy/profile.sh down
+deploy-status:
+	FUNDARB_BIN=$(abspath $(BIN)) deploy/profile.sh status
+deploy-bench: $(VENV)/.installed
+	FUNDARB_BIN=$(abspath $(BIN)) $(BIN)/python deploy/bench_workers.py

@@ -23,6 +23,7 @@ from fundarb_pipelines.runs import dead_run_reaper
 from fundarb_pipelines.schedules import daily_retrain_schedule, hourly_ingest_schedule, ingest_job, retrain_job
 from fundarb_pipelines.sensors import fresh_inputs_keeper_sensor
 from fundarb_pipelines.sql_models import sql_assets, sql_checks
+from fundarb_pipelines.sweep import forecast_sweep_job
 from fundarb_pipelines.trading import trading_from_env
 
 
@@ -37,13 +38,20 @@ def build_resources() -> dict[str, dg.ConfigurableResource]:
     }
 
 
-@dg.definitions
-def defs() -> dg.Definitions:
+def build_definitions(resources: dict[str, dg.ConfigurableResource],
+                      executor: dg.ExecutorDefinition | None = None) -> dg.Definitions:
+    """Everything, bound to ``resources`` and run by ``executor`` (the production profile passes Celery)."""
     return dg.Definitions(
         assets=[*raw_assets, *sql_assets, *forecast_assets, *keeper_assets, *backtest_assets],
         asset_checks=[*raw_checks, *sql_checks],
-        jobs=[ingest_job, models_job, retrain_job, keeper_job, backtest_job],
+        jobs=[ingest_job, models_job, retrain_job, keeper_job, backtest_job, forecast_sweep_job],
         sensors=[fresh_inputs_keeper_sensor, dead_run_reaper, refresh_models_after_ingest],
         schedules=[hourly_ingest_schedule, daily_retrain_schedule],
-        resources=build_resources(),
+        resources=resources,
+        executor=executor,
     )
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return build_definitions(build_resources())
