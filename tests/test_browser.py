@@ -89,7 +89,7 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
-            proc.wait(30)
+            proc.wait(10)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
@@ -244,7 +244,10 @@ def test_sql_model_shows_its_sql_and_row_count(browser: WebDriver, dagster_ui: s
         rows = int(conn.execute("SELECT count(*) FROM spread_panel").fetchall()[0][0])
     browser.get(f"{dagster_ui}/assets/spread_panel")
     wait_text(browser, ["spread_panel", "marts", f"{rows:,}"])
-    assert "dbt_like_sql/marts/spread_panel.sql" in body(browser)
+    wait_text(browser, ["dbt_like_sql/marts/spread_panel.sql"])
+    sql = browser.find_element(By.XPATH, "//*[contains(text(), 'dbt_like_sql/marts/spread_panel.sql')]")
+    browser.execute_script("arguments[0].scrollIntoView({block: 'start'})", sql)  # the metadata: file, SQL
+    time.sleep(1)
     shot(browser, "03_dagster_sql_model.png")
 
 
