@@ -10,7 +10,7 @@ LOCK_COMPILE := uv pip compile pyproject.toml --extra dev --generate-hashes --py
 	$(if $(wildcard /opt/wheels),--find-links /opt/wheels) --no-emit-package torch --custom-compile-command 'make lock' -o $(LOCK)
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: run test test-all dev bench lint clean lock
+.PHONY: run test test-all dev bench lint clean lock browser
 
 $(VENV)/.installed: pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +29,13 @@ lock:
 run: $(VENV)/.installed
 	$(BIN)/fundarb run
 
-test: $(VENV)/.installed
+# Debian's headless Chromium for tests/test_browser.py (apt, never a browser downloaded at run time)
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { apt-get update -qq && apt-get install -y -qq chromium chromium-driver; } || \
+	  echo "make: the browser tests need Debian's chromium and chromium-driver (apt-get install as root)" >&2
+
+test: $(VENV)/.installed browser
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 
