@@ -86,8 +86,9 @@ def start(args: list[str], cwd: Path, env: dict[str, str], log: Path) -> subproc
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
+    """Ctrl-C to the server's process group (``dagster dev`` ignores SIGTERM), then SIGKILL after 10 s."""
     if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
+        os.killpg(proc.pid, signal.SIGINT)
         try:
             proc.wait(10)
         except subprocess.TimeoutExpired:
