@@ -4,21 +4,38 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# every version pinned with its hashes (uv compiles it, pip installs it); torch 2.13.0 CPU comes first, by name
+LOCK := requirements.lock
+LOCK_COMPILE := uv pip compile pyproject.toml --extra dev --generate-hashes --python-version 3.11 \
+	$(if $(wildcard /opt/wheels),--find-links /opt/wheels) --no-emit-package torch --custom-compile-command 'make lock' -o $(LOCK)
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: run test test-all dev bench lint clean
+.PHONY: run test test-all dev bench lint clean lock browser
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --require-hashes -r $(LOCK)
+	$(BIN)/pip install --quiet --no-deps -e '.[dev]'
 	touch $@
+
+# after editing pyproject.toml's dependencies: re-pin (tests/test_lock.py fails until the lock matches)
+lock:
+	$(PYTHON) -m venv .venv-lock && .venv-lock/bin/pip install --quiet uv
+	echo 'torch==2.13.0+cpu' > .venv-lock/torch.txt
+	.venv-lock/bin/$(LOCK_COMPILE) -c .venv-lock/torch.txt
 
 run: $(VENV)/.installed
 	$(BIN)/fundarb run
 
-test: $(VENV)/.installed
+# Debian's headless Chromium for tests/test_browser.py (apt, never a browser downloaded at run time)
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { apt-get update -qq && apt-get install -y -qq chromium chromium-driver; } || \
+	  echo "make: the browser tests need Debian's chromium and chromium-driver (apt-get install as root)" >&2
+
+test: $(VENV)/.installed browser
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import uuid
@@ -27,6 +28,7 @@ import pandas as pd
 
 from fundarb_core.errors import BadArgumentError, DatabaseError, FundarbError, NothingToDoError
 from fundarb_core.forecast.registry import MODEL_NAMES, TARGET_NAMES
+from fundarb_core.progress import Progress
 from fundarb_core.schema import RAW_TABLES
 from fundarb_core.sources.replay import ReplaySource, table_path
 from fundarb_core.storage import connect, duplicate_counts, table_counts
@@ -149,16 +151,18 @@ def forecast_eval(args: argparse.Namespace) -> dict[str, object]:
     settings = ForecastSettings(train_window_hours=args.train_window_hours, expanding=args.expanding,
                                 refit_every=args.refit_every)
     scores, timings = [], {}
-    with scratch_database(args.data, "evaluate") as (conn, data_dir):
+    with (scratch_database(args.data, "evaluate") as (conn, data_dir),
+          Progress(len(args.targets) * len(args.models), "forecast-eval", unit="evaluation") as bar):
         require_period(conn, data_dir, start, end, "evaluate")
         for target in args.targets:
             panel = build_panel(conn, target, end=end + pd.Timedelta(days=2))
             for model in args.models:
+                bar.note(f"{model}/{target}")
                 ev = evaluate_model(panel, model, start, end, settings, final_fit=False)
                 if len(ev.scores):
                     scores.append(ev.scores)
                 timings[f"{model}/{target}"] = round(ev.seconds, 1)
-                print(f"  {model}/{target}: {ev.seconds:.1f} s", file=sys.stderr, flush=True)
+                bar.advance(note=f"{model}/{target} took {ev.seconds:.1f} s")
     if not scores:
         raise NothingToDoError(f"no forecast origin between {start} and {end} (UTC) has enough history in "
                                f"{data_dir} to be evaluated: widen the period or move it later")
@@ -230,13 +234,13 @@ def backtest(args: argparse.Namespace) -> dict[str, object]:
                           assets=tuple(args.assets) if args.assets else None,
                           venues=tuple(args.venues) if args.venues else None,
                           forecast=ForecastSettings(gbm_trees=args.gbm_trees))
-    def progress(message: str) -> None:
-        print(f"  {message}", file=sys.stderr, flush=True)
-
-    with scratch_database(args.data, "backtest") as (conn, data_dir):
+    runs = len(FEE_REGIMES) if args.fee_regimes else len(strategies)
+    with (scratch_database(args.data, "backtest") as (conn, data_dir),
+          Progress(runs * len(base.hours), "backtest", unit="hour") as bar):
         require_period(conn, data_dir, start, end, "backtest")
         res = run_suite(conn, base, strategies=strategies, fee_regimes=FEE_REGIMES if args.fee_regimes else None,
-                        out_dir=Path(args.out) if args.out else None, progress=progress)
+                        out_dir=Path(args.out) if args.out else None, progress=bar.note,
+                        on_hour=lambda *_: bar.advance())
     report = "\n\n".join(markdown(s) for s in res.summaries)
     if args.out:
         (Path(args.out) / "report.md").write_text(report)
@@ -294,6 +298,27 @@ def _keeper_line(res: dg.ExecuteInProcessResult) -> str:
     return (f"keeper cycle at {meta['as_of'].value} ({meta['mode'].value}): {meta['action'].value} — "
             f"{meta['reason'].value}; {meta['plans_considered'].value} plans considered, "
             f"{meta['orders'].value} orders; paused: {meta['paused'].value}")
+
+
+def _performance_block(res: dg.ExecuteInProcessResult) -> str:
+    """The keeper's performance after the cycle (spec §8): the figures a person checks first."""
+    meta = {k: v.value for k, v in res.asset_materializations_for_node("keeper_performance")[0].metadata.items()}
+    if "note" in meta:
+        return f"performance: {meta['note']}"
+
+    def num(key: str) -> float:
+        v = meta.get(key)
+        return float(v) if isinstance(v, (int, float)) else float("nan")
+
+    def pct(key: str) -> str:
+        return f"{num(key) * 100:.2f} %" if math.isfinite(num(key)) else "-"
+
+    hf = num("min_health_factor")
+    health = f"{hf:.2f}" if math.isfinite(hf) else "- (no margin in use)"
+    return (f"performance at {meta.get('as_of', '-')}: estimated APY {pct('estimated_apy')}, realised APY 7d "
+            f"{pct('realised_apy_7d')}, realised APY {pct('realised_apy')}; {num('active_positions'):.0f} open "
+            f"positions, margin {num('margin_deployed_usd'):,.2f} USD; minimum health factor {health}; "
+            f"equity {num('equity_usd'):,.2f} USD")
 
 
 def summary(database: str) -> dict[str, object]:
@@ -541,22 +566,33 @@ def run_command(args: argparse.Namespace) -> int:
         with dg.DagsterInstance.get() as instance:
             res = keeper_once(instance, args)
         print(_keeper_line(res))
+        print(_performance_block(res))
         return 0
     checks: list[dict[str, object]] = []
     extra: dict[str, object] = {}
-    with dg.DagsterInstance.get() as instance:
+    stages = 5 if args.command == "run" else 1
+    with dg.DagsterInstance.get() as instance, Progress(stages, f"fundarb {args.command}", unit="stage") as bar:
+        bar.note("ingestion")
         ingested = ingest(instance, args.command)
         _run_ok(ingested, checks)
         nothing_valid(ingested, args.command)
+        bar.advance(note="ingestion done")
         if args.command == "run":
-            for build in (build_models, build_forecasts):
+            for name, build in (("SQL models", build_models), ("forecasting (six models × two targets)",
+                                                                 build_forecasts)):
+                bar.note(name)
                 _run_ok(build(instance), checks)
+                bar.advance(note=f"{name} done")
+            bar.note("keeper cycle")
             keeper = keeper_once(instance, argparse.Namespace(mode="paper", dry_run=False, as_of=None), "run")
             _run_ok(keeper, checks)
             extra["keeper"] = _keeper_line(keeper)
+            bar.advance(note="keeper cycle done")
+            bar.note("backtests")
             backtests = build_backtests(instance)
             _run_ok(backtests, checks)
             extra["backtest"] = _backtest_lines(backtests)
+            bar.advance(note="backtests done")
     return _print_result(args, {**summary(default_duckdb_path()), "checks": checks, **extra})
 
 

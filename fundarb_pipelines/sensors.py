@@ -4,6 +4,12 @@ It watches the keeper's inputs (raw funding, the spread panel, the forecasts); w
 has a materialisation newer than the cursor it launches ``keeper_job`` once for that batch (the
 cursor moves to the newest storage ids, and the run key is derived from them), and never while a
 keeper run is queued or in progress — that batch is picked up on a later tick instead.
+
+Off by default (opt-in): opening the UI must not start the keeper behind the user's back.  Paper mode
+would make a launch harmless to money, but it still writes positions and fills to the ledger tables,
+so the user turns it on (Automation page, or ``dagster sensor start``).  It only ever launches paper
+cycles: its run requests carry no run config, and live mode needs ``mode: live`` in the run config
+*and* ``FUNDARB_LIVE=1``.
 """
 
 import json
@@ -25,8 +31,10 @@ _ACTIVE = [
 @dg.sensor(
     job=keeper_job,
     minimum_interval_seconds=60,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Launch keeper_job once per batch of fresh raw funding / spread panel / forecasts.",
+    default_status=dg.DefaultSensorStatus.STOPPED,
+    description="Off by default — turn it on to let the keeper follow the data. Launches keeper_job (a paper "
+    "cycle: it never sets live mode) once per batch of fresh raw funding / spread panel / forecasts, never "
+    "while a keeper run is in progress.",
 )
 def fresh_inputs_keeper_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
     seen: dict[str, int] = json.loads(context.cursor) if context.cursor else {}

@@ -98,7 +98,10 @@ def test_cli_backtests_any_data_directory_as_one_json_document(tmp_path: Path,
     rc = main(["backtest", "--data", str(data), "--start", "2026-01-14", "--end", "2026-01-14 12:00",
                "--strategy", "keeper", "naive", "--fees", "1.44", "--out", str(tmp_path / "out"), "--json"])
     assert rc == 0
-    doc = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    doc = json.loads(captured.out)  # progress goes to stderr: stdout stays one JSON document
+    # not a terminal: plain progress lines, the last one at 2 runs × 12 hours
+    assert "backtest: 0/24 hours (0 %)" in captured.err and "backtest: 24/24 hours (100 %)" in captured.err
     assert doc["config"]["data"] == str(data) and doc["config"]["fees"] == 1.44
     keys = {"net_apr", "gross_funding", "fees", "sharpe", "max_drawdown", "turnover", "oracle_apr", "capture_ratio",
             "per_asset"}

@@ -53,7 +53,7 @@ def test_six_models_on_both_targets_are_logged_and_comparable(pipeline: Built) -
         runs = client.search_runs([exp.experiment_id])
         assert {r.data.tags["model"] for r in runs} == set(MODEL_NAMES)
         assert len({r.data.tags["windows"] for r in runs}) == 1  # all on the same windows
-        assert all("mae_all" in r.data.metrics for r in runs)
+        assert all("mae_apr_pct_all" in r.data.metrics for r in runs)
     with duckdb.connect(str(db), read_only=True) as conn:
         board = conn.execute("SELECT DISTINCT model, target FROM model_leaderboard").fetchall()
         assert len(board) == len(MODEL_NAMES) * len(TARGET_NAMES)

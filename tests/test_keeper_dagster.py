@@ -109,6 +109,9 @@ def test_fundarb_keeper_once_runs_one_cycle(keeper_db: Path, tmp_path: Path) -> 
                           env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "keeper cycle at 2026-03-05 15:00:00 (paper (dry run))" in proc.stdout
+    perf = proc.stdout.splitlines()[-1]  # the performance block follows the decision
+    assert perf.startswith("performance at 2026-03-05 15:00:00: estimated APY ")
+    assert "realised APY 7d" in perf and "open positions" in perf and "minimum health factor" in perf
     live = subprocess.run([fundarb, "keeper", "--once", "--mode", "live"], env=env, capture_output=True,
                           text=True, timeout=300)
     assert live.returncode != 0 and "FUNDARB_LIVE=1" in live.stderr

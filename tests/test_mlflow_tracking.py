@@ -62,7 +62,7 @@ def test_run_has_params_metrics_plots_and_a_loadable_model(predictions: pd.DataF
     client = MlflowClient(tracking_uri=uri)
     run = client.get_run(ev.run_id)
     assert run.data.params["window_hours"] == "168"
-    assert run.data.metrics["mae_all"] == pytest.approx(ev.mae)
+    assert run.data.metrics["mae_apr_pct_all"] == pytest.approx(ev.mae * 8760 * 100)  # APR in percent, named so
     assert run.data.tags["windows"] == windows_key(predictions)
     arts = {a.path for a in client.list_artifacts(ev.run_id, "plots")}
     assert {"plots/predicted_vs_actual.png", "plots/error_by_venue.png", "plots/calibration.png"} <= arts
@@ -91,3 +91,36 @@ def test_champion_moves_only_when_beaten_on_the_same_windows(predictions: pd.Dat
     assert client.get_model_version_by_alias(registered_name("next_settlement"), CHAMPION).version == champ.version
     loaded = mlflow.pyfunc.load_model(f"models:/{registered_name('next_settlement')}@{CHAMPION}")
     assert loaded is not None
+
+
+def test_store_opens_on_training_runs_without_default_and_survives_a_move(predictions: pd.DataFrame,
+                                                                         tmp_path: Path, monkeypatch) -> None:
+    """The project's own store (``mlflow/`` under the working directory): experiments are training experiments,
+    no ``Default`` experiment is left, and after the project is moved every plot and the champion still load."""
+    import shutil
+
+    project = tmp_path / "project"
+    (project / "mlflow").mkdir(parents=True)
+    monkeypatch.chdir(project)
+    uri = "sqlite:///mlflow/mlflow.db"
+    pers = _evaluate(Persistence(), predictions, uri)
+    update_champion("next_settlement", {"persistence": pers}, tracking_uri=uri)
+    client = MlflowClient(tracking_uri=uri)
+    active = client.search_experiments()
+    assert [e.name for e in active] == ["fundarb/next_settlement"]  # no Default
+    exp = active[0]
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert exp.artifact_location == "mlflow/artifacts"
+    assert not client.get_run(pers.run_id).info.artifact_uri.startswith(("/", "file:"))
+
+    moved = tmp_path / "elsewhere" / "project"
+    shutil.copytree(project, moved)
+    shutil.rmtree(project)
+    monkeypatch.chdir(moved)
+    client = MlflowClient(tracking_uri=uri)
+    local = client.download_artifacts(pers.run_id, "plots/calibration.png", str(tmp_path))
+    assert Path(local).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    mlflow.set_tracking_uri(uri)
+    model = mlflow.pyfunc.load_model(f"models:/{registered_name('next_settlement')}@{CHAMPION}")
+    sample = predictions[["series_id", "hour", "current", "venue_type", *FEATURES]].head(3)
+    np.testing.assert_allclose(model.predict(sample)["pred"].to_numpy(), sample["current"].to_numpy())

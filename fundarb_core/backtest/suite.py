@@ -93,11 +93,13 @@ def run_suite(
     conn: duckdb.DuckDBPyConnection, base: BacktestConfig, strategies: Sequence[Strategy] = STRATEGIES,
     fee_regimes: Sequence[float | None] | None = None, out_dir: Path | None = None,
     progress: Callable[[str], None] | None = None,
+    on_hour: Callable[[pd.Timestamp, int, int], None] | None = None,
 ) -> SuiteResult:
     """Every strategy at ``base``'s fees (or ``base.strategy`` at every fee regime), each next to the oracle.
 
     Forecasts for ``keeper_forecast`` are walk-forward over the period, computed once.  With ``out_dir`` the
     plots are written there: equity vs oracle, drawdown, best-spread heat map and the first run's positions.
+    ``progress`` hears each stage; ``on_hour`` each replayed hour of each run (for a progress bar).
     """
     say = progress or (lambda _m: None)
     configs: list[BacktestConfig] = []
@@ -117,7 +119,7 @@ def run_suite(
             say(f"oracle ({key})")
             oracles[key] = oracle_for(conn, cfg)
         say(f"backtest {cfg.label()}")
-        run = run_backtest(conn, cfg, forecasts=forecasts)
+        run = run_backtest(conn, cfg, forecasts=forecasts, progress=on_hour)
         o = oracles[key]
         s = summarise(run.view(), o.slots_net_usd, o.all_assets_net_usd)
         s["seconds"] = run.seconds

@@ -9,6 +9,19 @@ an evaluation on an easier period can never promote a model.  The keeper loads
 
 The store is a SQLite database (``sqlite:///mlflow/mlflow.db`` under the working directory) unless
 ``MLFLOW_TRACKING_URI`` says otherwise; never the ``./mlruns`` file store.
+
+What a person sees in ``mlflow ui`` (why the store is set up the way it is):
+
+- every experiment carries ``mlflow.experimentKind = custom_model_development``, so MLflow 3 opens it on its
+  training runs, not on its empty GenAI (traces) view;
+- error metrics are logged in a unit a person reads, named in the metric: ``mae_apr_pct_all`` is the mean
+  absolute error of the per-hour rate expressed as APR in percent (× 8760 × 100); raw per-hour rates
+  (≈ 1e-5) made every axis tick read "0.00001";
+- artifact locations are stored *relative to the working directory* when the store lies under it (the
+  project's own ``mlflow/``: ``mlflow/artifacts``), so moving or copying the project keeps every plot and
+  model link; MLflow itself only writes absolute paths, so the row is re-pointed right after creation;
+- the ``Default`` experiment MLflow creates in every new store (pointing at ``./mlruns/0``) is deleted: no
+  fundarb run goes there.
 """
 
 from __future__ import annotations
@@ -16,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sqlite3
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +48,11 @@ from mlflow.models import infer_signature
 
 CHAMPION = "champion"
 DEFAULT_STORE_DIR = "mlflow"
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"  # MLflow 3's "Model training" view
+HOURS_PER_YEAR = 8760
+# metrics of a per-hour rate, logged as APR in percent (the unit is in the name); the rest are ratios or counts
+APR_PCT_METRICS = {"mae": "mae_apr_pct", "rmse": "rmse_apr_pct"}
 
 
 def default_tracking_uri() -> str:
@@ -54,17 +73,69 @@ def experiment_name(target: str) -> str:
     return f"fundarb/{target}"
 
 
+def _sqlite_path(uri: str) -> Path | None:
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
+def artifact_root(uri: str) -> str | None:
+    """Where a SQLite store's artifacts go: ``artifacts/`` beside the database, written relative to the working
+    directory when it lies under it (so the project can move), else absolute; None for other stores."""
+    db = _sqlite_path(uri)
+    if db is None:
+        return None
+    root = (db.parent / "artifacts").resolve()
+    try:
+        return root.relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return root.as_uri()
+
+
+def _repoint(uri: str, experiment_id: str, location: str) -> None:
+    """Store ``location`` as the experiment's artifact location verbatim (MLflow would make it absolute)."""
+    db = _sqlite_path(uri)
+    if db is None:
+        return
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = ?",
+                     (location, int(experiment_id)))
+
+
+def _retire_default(client: MlflowClient) -> None:
+    """Delete MLflow's empty ``Default`` experiment (id 0): nothing of fundarb's goes there."""
+    try:
+        default = client.get_experiment("0")
+        if default.lifecycle_stage == "active" and not client.search_runs(["0"], max_results=1):
+            client.delete_experiment("0")
+    except MlflowException:  # a store without one (or that refuses): nothing to retire
+        return
+
+
 def ensure_experiment(client: MlflowClient, target: str) -> str:
-    """The experiment of one target; artifacts live beside the SQLite store."""
+    """The experiment of one target: created as a training experiment, artifacts beside the SQLite store."""
     name = experiment_name(target)
     exp = client.get_experiment_by_name(name)
     if exp is not None:
+        if exp.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+            client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         return exp.experiment_id
-    uri = client.tracking_uri
-    artifact_location = None
-    if uri.startswith("sqlite:///"):
-        artifact_location = (Path(uri.removeprefix("sqlite:///")).parent / "artifacts").as_uri()
-    return client.create_experiment(name, artifact_location=artifact_location)
+    location = artifact_root(client.tracking_uri)
+    exp_id = client.create_experiment(name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+    if location is not None and "://" not in location:
+        _repoint(client.tracking_uri, exp_id, location)
+    _retire_default(client)
+    return exp_id
+
+
+def readable_metrics(metrics: pd.DataFrame) -> dict[str, float]:
+    """The tidy scores as MLflow metrics ``<metric>_<venue_type>``; per-hour error rates as APR in percent."""
+    out = {}
+    for r in metrics.itertuples():
+        if pd.isna(r.value):
+            continue
+        metric = str(r.metric)
+        scale = HOURS_PER_YEAR * 100 if metric in APR_PCT_METRICS else 1
+        out[f"{APR_PCT_METRICS.get(metric, metric)}_{r.venue_type}"] = float(r.value) * scale
+    return out
 
 
 def windows_key(predictions: pd.DataFrame) -> str:
@@ -152,15 +223,20 @@ def log_evaluation(
     """Log one walk-forward evaluation as an MLflow run (and the fitted model, with a signature).
 
     ``metrics`` is the tidy frame (model, target, venue_type, metric, value) of this model and
-    target; they are logged as ``<metric>_<venue_type>`` (``mae_all``, ``mae_1h`` …).
+    target; they are logged by :func:`readable_metrics` (``mae_apr_pct_all``, ``skill_1h`` …).  The run is
+    named after the model and its evaluation period.
     """
     uri = tracking_uri or default_tracking_uri()
     client = MlflowClient(tracking_uri=uri)
     mlflow.set_tracking_uri(uri)
     exp_id = ensure_experiment(client, target)
     windows = windows_key(predictions)
-    flat = {f"{r.metric}_{r.venue_type}": float(r.value) for r in metrics.itertuples() if pd.notna(r.value)}
-    with mlflow.start_run(experiment_id=exp_id, run_name=f"{model_name}-{windows[:6]}") as run:
+    flat = readable_metrics(metrics)
+    mae_rows = metrics[(metrics["metric"] == "mae") & (metrics["venue_type"] == "all")]["value"]
+    mae = float(mae_rows.iloc[0]) if len(mae_rows) else float("nan")  # the raw per-hour MAE decides champions
+    first, last = (pd.Timestamp(predictions["hour"].min()), pd.Timestamp(predictions["hour"].max()))
+    period = f"{first:%Y-%m-%d %H:%M} → {last:%Y-%m-%d %H:%M}" if len(predictions) else "no windows"
+    with mlflow.start_run(experiment_id=exp_id, run_name=f"{model_name} · {period}") as run:
         mlflow.set_tags({"model": model_name, "target": target, "windows": windows, "fundarb.kind": "walk_forward"})
         mlflow.log_params({k: (json.dumps(v) if isinstance(v, (list, dict, tuple)) else v) for k, v in params.items()})
         mlflow.log_metrics(flat)
@@ -187,8 +263,7 @@ def log_evaluation(
                 pip_requirements=["fundarb"],
             )
             model_uri = info.model_uri
-    return LoggedEvaluation(run_id=run.info.run_id, model_uri=model_uri, mae=flat.get("mae_all", float("nan")),
-                            windows=windows)
+    return LoggedEvaluation(run_id=run.info.run_id, model_uri=model_uri, mae=mae, windows=windows)
 
 
 def _register(client: MlflowClient, name: str, model: str, ev: LoggedEvaluation) -> Any:
@@ -197,7 +272,9 @@ def _register(client: MlflowClient, name: str, model: str, ev: LoggedEvaluation)
     except MlflowException:
         client.create_registered_model(name, description="fundarb forecaster; the keeper reads @champion")
     return client.create_model_version(
-        name, ev.model_uri, run_id=ev.run_id, tags={"model": model, "windows": ev.windows, "mae_all": repr(ev.mae)}
+        name, ev.model_uri, run_id=ev.run_id,
+        tags={"model": model, "windows": ev.windows, "mae_all": repr(ev.mae),
+              "mae_apr_pct_all": f"{ev.mae * HOURS_PER_YEAR * 100:.3f}"},
     )
 
 

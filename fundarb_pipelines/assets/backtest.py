@@ -227,6 +227,5 @@ def keeper_ledger_report(duckdb: FundarbDuckDB, trading: KeeperTrading) -> dg.Ou
 
 
 backtest_assets = [strategy_backtest, oracle_bound, fee_regimes, leverage_safety, keeper_ledger_report]
-backtest_job = dg.define_asset_job("backtest_job", selection=dg.AssetSelection.groups(BACKTEST_GROUP)
-                                   | dg.AssetSelection.assets(keeper_ledger_report),
+backtest_job = dg.define_asset_job("backtest_job", selection=dg.AssetSelection.groups(BACKTEST_GROUP),
                                    description="Every backtest report on the default period (run config to change it).")

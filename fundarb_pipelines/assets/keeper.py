@@ -145,6 +145,8 @@ keeper_assets = [keeper_cycle, keeper_performance]
 
 keeper_job = dg.define_asset_job(
     name="keeper_job",
-    selection=dg.AssetSelection.assets(*keeper_assets),
-    description="plan → execute → ledger → performance, once.",
+    # the whole group, so keeper_ledger_report (defined with the backtests) is refreshed by the job that
+    # makes it stale
+    selection=dg.AssetSelection.groups(KEEPER_GROUP),
+    description="plan → execute → ledger → performance → ledger report, once (paper unless configured live).",
 )
