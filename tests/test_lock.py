@@ -27,8 +27,20 @@ PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^ \\]+)")
 
 
 def direct_requirements() -> list[Requirement]:
+    """``[project.dependencies]`` and the ``dev`` extra, with the project's own extras it names expanded
+    (``fundarb[deploy]`` in ``dev`` is the deploy extra's requirements)."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    return [Requirement(r) for r in [*project["dependencies"], *project["optional-dependencies"]["dev"]]]
+    extras = project["optional-dependencies"]
+    out: list[Requirement] = []
+    todo = [*project["dependencies"], *extras["dev"]]
+    while todo:
+        req = Requirement(todo.pop(0))
+        if canonicalize_name(req.name) == canonicalize_name(project["name"]):
+            for extra in req.extras:
+                todo.extend(extras[extra])
+        else:
+            out.append(req)
+    return out
 
 
 def parse_lock() -> dict[str, dict[str, object]]:
