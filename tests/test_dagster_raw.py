@@ -69,6 +69,12 @@ def test_materialise_partition_twice_gives_identical_rows(tmp_path: Path) -> Non
     assert "hyperliquid" in meta["venues"].value and meta["min_ts"].value.startswith("2026-03-07")
     checks = {e.check_name: e.passed for e in results[0].get_asset_check_evaluations()}
     assert checks["unique_key"] and checks["rate_bounds"]
+    # a second day: its partition shows its own row count, the table's is beside it
+    other = dg.materialize(raw_assets, partition_key="2026-03-06", resources=_resources(db))
+    meta2 = other.asset_materializations_for_node("funding_rates")[0].metadata
+    day2 = ((day.ts >= "2026-03-06") & (day.ts < "2026-03-07")).sum()
+    assert meta2["dagster/row_count"].value == day2 > 0
+    assert meta2["table_rows"].value == day2 + expected
 
 
 _CHILD = textwrap.dedent(

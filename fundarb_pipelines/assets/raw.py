@@ -29,8 +29,9 @@ _DESCRIPTIONS = {
 }
 
 
-def report_metadata(report: IngestReport, table_rows: int) -> dict[str, dg.MetadataValue]:
-    """Asset metadata for one ingestion."""
+def report_metadata(report: IngestReport, partition_rows: int, table_rows: int) -> dict[str, dg.MetadataValue]:
+    """Asset metadata for one ingestion: ``dagster/row_count`` is the rows of the partitions this run covered
+    (what the UI shows on a partition), ``table_rows`` the whole table's."""
     meta: dict[str, dg.MetadataValue] = {
         "rows": dg.MetadataValue.int(report.rows_written),
         "rows_in": dg.MetadataValue.int(report.rows_in),
@@ -39,7 +40,8 @@ def report_metadata(report: IngestReport, table_rows: int) -> dict[str, dg.Metad
         "venues": dg.MetadataValue.text(", ".join(report.venues) or "-"),
         "min_ts": dg.MetadataValue.text(report.min_ts or "-"),
         "max_ts": dg.MetadataValue.text(report.max_ts or "-"),
-        "dagster/row_count": dg.MetadataValue.int(table_rows),
+        "dagster/row_count": dg.MetadataValue.int(partition_rows),
+        "table_rows": dg.MetadataValue.int(table_rows),
     }
     if report.reject_reasons:
         lines = ["| field: reason | rows |", "|---|---|"]
@@ -73,6 +75,11 @@ def build_raw_asset(table: str) -> dg.AssetsDefinition:
                 report = ingest_table(conn, source, table, None if first else window.start,
                                       None if last else window.end)
                 table_rows = int(conn.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0])
+                lo = None if first else window.start.replace(tzinfo=None)
+                hi = None if last else window.end.replace(tzinfo=None)
+                part_rows = int(conn.execute(  # the partition's own rows, not the whole table's
+                    f"SELECT count(*) FROM {table} WHERE ($lo IS NULL OR ts >= $lo) AND ($hi IS NULL OR ts < $hi)",
+                    {"lo": lo, "hi": hi}).fetchall()[0][0])
         except FundarbError as exc:
             raise dg.Failure(description=str(exc), metadata={"error": type(exc).__name__}) from None
         if report.duplicates:
@@ -83,7 +90,7 @@ def build_raw_asset(table: str) -> dg.AssetsDefinition:
             f"{table} [{window.start:%Y-%m-%d} → {window.end:%Y-%m-%d}) from {source.name}: "
             f"{report.rows_written} rows, {report.rejected} rejected, {report.duplicates} duplicates"
         )
-        return dg.MaterializeResult(metadata=report_metadata(report, table_rows))
+        return dg.MaterializeResult(metadata=report_metadata(report, part_rows, table_rows))
 
     return _raw
 
