@@ -9,16 +9,22 @@ import sys
 import fundarb_core
 
 
-def test_fundarb_core_imports_no_dagster_module() -> None:
-    modules = [m.name for m in pkgutil.walk_packages(fundarb_core.__path__, "fundarb_core.")]
-    assert "fundarb_core.ingest" in modules and "fundarb_core.sources.replay" in modules
+def _imported_after(modules: list[str], bad_if: str) -> subprocess.CompletedProcess[str]:
+    """Import ``modules`` in a fresh interpreter; fail (exit 1, listing them) when any loaded module ``m``
+    satisfies the expression ``bad_if``."""
     code = (
         "import importlib, sys\n"
         f"for m in {modules!r}: importlib.import_module(m)\n"
-        "bad = sorted(m for m in sys.modules if m == 'dagster' or m.startswith(('dagster.', 'dagster_')))\n"
+        f"bad = sorted(m for m in sys.modules if {bad_if})\n"
         "print(bad); sys.exit(1 if bad else 0)\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+
+
+def test_fundarb_core_imports_no_dagster_module() -> None:
+    modules = [m.name for m in pkgutil.walk_packages(fundarb_core.__path__, "fundarb_core.")]
+    assert "fundarb_core.ingest" in modules and "fundarb_core.sources.replay" in modules
+    proc = _imported_after(modules, "m == 'dagster' or m.startswith(('dagster.', 'dagster_'))")
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -28,13 +34,7 @@ def test_strategy_imports_neither_duckdb_nor_ccxt() -> None:
 
     modules = [m.name for m in pkgutil.walk_packages(fundarb_core.strategy.__path__, "fundarb_core.strategy.")]
     assert "fundarb_core.strategy.planning" in modules and "fundarb_core.strategy.market_tape" in modules
-    code = (
-        "import importlib, sys\n"
-        f"for m in {modules!r}: importlib.import_module(m)\n"
-        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('duckdb', 'ccxt', 'dagster'))\n"
-        "print(bad); sys.exit(1 if bad else 0)\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    proc = _imported_after(modules, "m.split('.')[0] in ('duckdb', 'ccxt', 'dagster')")
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
