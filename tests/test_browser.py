@@ -192,12 +192,23 @@ def shot(driver: WebDriver, name: str) -> Path:
     return path
 
 
-def skip_community_popup(driver: WebDriver) -> None:
-    """Dagster's 'Join the Dagster community' dialog on a fresh profile: a newcomer clicks Skip."""
-    buttons = driver.find_elements(By.XPATH, "//button[normalize-space()='Skip']")
-    if buttons:
-        buttons[0].click()
-        wait_for(driver, lambda d: not d.find_elements(By.XPATH, "//button[normalize-space()='Skip']"), "popup gone")
+def skip_community_popup(driver: WebDriver, settle: float = 6.0) -> None:
+    """Dagster's 'Join the Dagster community' dialog on a fresh profile arrives a moment after the page does:
+    a newcomer waits for the page to stop changing, clicks Skip (or presses Escape on any other dialog) and only
+    then uses the page. Returns once no overlay backdrop has been on screen for `settle` seconds."""
+    quiet_since = time.monotonic()
+    deadline = quiet_since + 60
+    while time.monotonic() - quiet_since < settle:
+        assert time.monotonic() < deadline, "a Dagster dialog would not close"
+        skip = [b for b in driver.find_elements(By.XPATH, "//button[normalize-space()='Skip']") if b.is_displayed()]
+        backdrop = [b for b in driver.find_elements(By.CSS_SELECTOR, ".bp5-overlay-backdrop") if b.is_displayed()]
+        if skip:
+            skip[0].click()
+            quiet_since = time.monotonic()
+        elif backdrop:
+            ActionChains(driver).send_keys(Keys.ESCAPE).perform()
+            quiet_since = time.monotonic()
+        time.sleep(0.5)
 
 
 def visible_images_loaded(driver: WebDriver, css: str) -> int:
@@ -217,6 +228,7 @@ def test_dagster_asset_graph_shows_every_group_and_asset(browser: WebDriver, dag
     # groups open collapsed; Alt+E ("Expand all groups", also in the graph's settings) opens them all
     ActionChains(browser).key_down(Keys.ALT).send_keys("e").key_up(Keys.ALT).perform()
     wait_text(browser, ["training_set", "model_leaderboard"], 60)
+    skip_community_popup(browser, settle=2.0)
     browser.find_element(By.XPATH, "//button[.//*[@aria-label='zoom_out']]").click()  # a little taller than the window
     assets = ("funding_rates", "candles", "stg_funding_hourly", "spread_panel", "training_set",
               "model_leaderboard", "champion_models", "keeper_cycle", "strategy_backtest", "oracle_bound")
