@@ -312,7 +312,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="'real' (the venues' schedules, default) or a flat fee per trade in bp, e.g. 1.44")
     bt.add_argument("--fee-regimes", action="store_true", help="the first strategy at 0, 1.44, 4.5 bp and real fees")
     bt.add_argument("--strategy", nargs="+", default=["all"],
-                    choices=["all", "keeper", "keeper_forecast", "naive"])
+                    choices=["all", "keeper", "keeper_forecast", "naive", "keeper_spec"])
     bt.add_argument("--assets", nargs="+", default=None)
     bt.add_argument("--venues", nargs="+", default=None)
     bt.add_argument("--capital", type=float, default=10_000.0, help="starting balance per venue (USD)")

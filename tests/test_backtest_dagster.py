@@ -57,7 +57,9 @@ def test_backtest_assets_materialise_with_reports_plots_and_mlflow_runs(bt_db: P
     assert "capture_ratio" in table and "data:image/png;base64," in strat["plots"].value
     assert Path(strat["equity_vs_oracle_png"].value).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     summaries = res.output_for_node("strategy_backtest")
-    assert [s["strategy"] for s in summaries] == ["keeper", "keeper_forecast", "naive"]
+    from fundarb_core.backtest.engine import STRATEGIES
+
+    assert [s["strategy"] for s in summaries] == list(STRATEGIES)
     assert all(s["hours"] == 12 for s in summaries)
     fees = res.output_for_node("fee_regimes")
     assert [s["fee_bps"] for s in fees] == [0.0, 1.44, 4.5, None]

@@ -46,7 +46,7 @@ def db(tmp_path_factory: pytest.TempPathFactory, tables: dict[str, pd.DataFrame]
 
 @pytest.fixture(scope="module")
 def keeper_run(db: duckdb.DuckDBPyConnection) -> BacktestRun:
-    return run_backtest(db, BacktestConfig(start=START, end=END))
+    return run_backtest(db, BacktestConfig(start=START, end=END, strategy="keeper_spec"))  # the spec's busy rule
 
 
 def _same(a: BacktestRun, b: BacktestRun) -> None:
@@ -86,8 +86,9 @@ def test_first_cycle_is_the_live_keepers_decision(db: duckdb.DuckDBPyConnection,
         live.register("_x", replica.sql(f"SELECT * FROM {name}").to_arrow_table())
         live.execute(f"CREATE TABLE {name} AS SELECT * FROM _x")
         live.unregister("_x")
-    ex = paper_venue(live, KeeperConfig(), initial_balances={v: 10_000.0 for v in venues}, now=t)
-    rep = cycle(live, ex, KeeperConfig(), t, venues=venues, dry_run=True)
+    spec = KeeperConfig(decision_rule="spec")
+    ex = paper_venue(live, spec, initial_balances={v: 10_000.0 for v in venues}, now=t)
+    rep = cycle(live, ex, spec, t, venues=venues, dry_run=True)
     assert rep.action == first["action"] == "enter"
     taken = live.execute("SELECT asset, short_venue, long_venue FROM cycle_decisions WHERE taken AND stage = 'plan'"
                          ).fetchall()
@@ -95,7 +96,7 @@ def test_first_cycle_is_the_live_keepers_decision(db: duckdb.DuckDBPyConnection,
 
 
 def test_rerun_is_identical(db: duckdb.DuckDBPyConnection, keeper_run: BacktestRun) -> None:
-    _same(keeper_run, run_backtest(db, BacktestConfig(start=START, end=END)))
+    _same(keeper_run, run_backtest(db, BacktestConfig(start=START, end=END, strategy="keeper_spec")))
 
 
 def test_data_after_the_end_changes_nothing(tmp_path: Path, db: duckdb.DuckDBPyConnection,
@@ -104,7 +105,7 @@ def test_data_after_the_end_changes_nothing(tmp_path: Path, db: duckdb.DuckDBPyC
     rule give identical results, forecasts included."""
     altered = real_db(tmp_path, alter_after(tables, pd.Timestamp(END, tz="UTC")))
     short_end = START + pd.Timedelta(hours=24)
-    for strategy in ("keeper_forecast", "naive"):
+    for strategy in ("keeper", "keeper_forecast", "naive"):
         cfg = BacktestConfig(start=START, end=short_end, strategy=strategy, forecast=FAST_FC)
         fc = fc2 = None
         if strategy == "keeper_forecast":
@@ -122,7 +123,7 @@ def test_positions_outlive_their_price_feed(db: duckdb.DuckDBPyConnection) -> No
     """The data end on 2026-01-20: after the last prices age out, legs the venues still hold must stay live
     positions in the ledger (valued at the other leg's or the last fill price), not read as flat and be
     forgotten as 'failed'."""
-    run = run_backtest(db, BacktestConfig(start="2026-01-19 00:00", end="2026-01-20 12:00"))
+    run = run_backtest(db, BacktestConfig(start="2026-01-19 00:00", end="2026-01-20 12:00", strategy="keeper_spec"))
     held = run.fills.groupby(["position_id", "venue"])["qty"].sum().abs().groupby("position_id").max()
     holding = sorted(held[held > 1e-9].index)
     assert holding

@@ -77,6 +77,7 @@ def test_keeper_job_runs_a_paper_cycle_and_shows_plan_and_performance(
         assert meta["mode"].value == "paper"
         assert meta["plans_considered"].value > 0
         assert "reason" in meta["plan"].value
+        assert "trailing_blend" in meta["parameters"].value and meta["decision_rule"].value == "horizon"
         perf = results[1].asset_materializations_for_node("keeper_performance")[0].metadata
         assert "estimated_apy" in perf
         # no secret in the run logs, the metadata or the DuckDB file

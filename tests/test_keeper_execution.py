@@ -34,7 +34,7 @@ from tests.keeper_support import cycle, duck_ledger, paper_venue
 ASSETS = ("BTC", "ETH", "SOL")
 VENUE_IDS = ("hyperliquid", "lighter", "binance", "bybit", "okx", "dydx")
 T0 = pd.Timestamp("2026-01-10 00:00")
-CFG = KeeperConfig()
+CFG = KeeperConfig(decision_rule="spec")  # the execution mechanics under the spec's one-action rule
 _ALL = (datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC))
 
 
@@ -247,7 +247,7 @@ def test_reconcile_repairs_a_lost_ledger_write(conn: duckdb.DuckDBPyConnection) 
 def test_ledger_balances_equal_fills_fees_and_funding(conn: duckdb.DuckDBPyConnection) -> None:
     ex, ledger = paper(conn), duck_ledger(conn)
     for h in range(0, 72, 3):
-        cycle(conn, ex, KeeperConfig(max_positions=2), T0 + pd.Timedelta(hours=h), ledger=ledger,
+        cycle(conn, ex, KeeperConfig(max_positions=2, decision_rule="spec"), T0 + pd.Timedelta(hours=h), ledger=ledger,
                   venues=VENUE_IDS)
     fills = ledger.store.query("SELECT count(*) AS n, sum(fee_usd) AS fees FROM ledger_fills")
     funding = ledger.store.query("SELECT count(*) AS n, sum(amount_usd) AS total FROM ledger_funding")

@@ -30,7 +30,7 @@ START = pd.Timestamp("2026-01-08 00:00")
 CYCLES = 1_000
 PLAN_EVERY = 6
 FAULTS = FaultPlan(p_fail=0.12, p_reject=0.08, p_partial=0.12, p_timeout=0.1)
-CFG = KeeperConfig(max_positions=3)
+CFG = KeeperConfig(max_positions=3, decision_rule="spec")
 RISK = RiskConfig()
 
 

@@ -37,7 +37,7 @@ from tests.oracles.reference_planner import reference_cycle
 AS_OF = pd.Timestamp("2026-03-05 12:00")
 ALL = (datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC))
 NOW = datetime(2026, 5, 1, tzinfo=UTC)
-CFG = KeeperConfig()
+CFG = KeeperConfig(decision_rule="spec")  # the spec's planner and one-action rule (§4–§6)
 
 
 @pytest.fixture(scope="module")
@@ -189,7 +189,7 @@ def test_rejected_candidates_and_plans_carry_reasons(snap: Snapshot) -> None:
 
 
 def test_blacklist_and_cooldown(snap: Snapshot) -> None:
-    res = plan_cycle(snap, (), KeeperConfig(blacklist=frozenset({"BTC"})))
+    res = plan_cycle(snap, (), KeeperConfig(blacklist=frozenset({"BTC"}), decision_rule="spec"))
     btc = res.candidates[res.candidates.asset == "BTC"]
     assert len(btc) > 0 and (btc.reason == "blacklisted").all()
     i = list(snap.assets).index("ETH")
@@ -220,7 +220,7 @@ def _apply(positions: list[Position], action: object) -> list[Position]:
 
 
 def test_at_most_one_entry_or_switch_per_cycle(conn: duckdb.DuckDBPyConnection) -> None:
-    cfg = KeeperConfig(max_positions=3)
+    cfg = KeeperConfig(max_positions=3, decision_rule="spec")
     positions: list[Position] = []
     kinds = []
     for h in range(24, -1, -1):
@@ -239,7 +239,7 @@ def test_at_most_one_entry_or_switch_per_cycle(conn: duckdb.DuckDBPyConnection) 
 
 
 def test_switch_does_not_oscillate(snap: Snapshot) -> None:
-    cfg = KeeperConfig(max_positions=1)
+    cfg = KeeperConfig(max_positions=1, decision_rule="spec")
     plans = plan_cycle(snap, (), cfg).plans
     valid = plans[plans.valid].sort_values("score")
     worst = Position.from_plan(valid.iloc[0], hours_held=12.0)  # the lowest-scored valid plan, 12 h old
@@ -259,9 +259,12 @@ def test_switch_does_not_oscillate(snap: Snapshot) -> None:
 # ------------------------------------------------------------------------------------------ vectorised = loop
 
 
-def test_vectorised_planner_equals_reference_loop_on_real_snapshot(snap: Snapshot) -> None:
-    res = plan_cycle(snap, (), CFG)
-    cands, plans = reference_cycle(snap, CFG)
+@pytest.mark.parametrize("rule", ["spec", "horizon"])
+def test_vectorised_planner_equals_reference_loop_on_real_snapshot(snap: Snapshot, rule: str) -> None:
+    """Both decision rules' discovery (the horizon rule has no fixed minimum spread) against the plain loop."""
+    cfg = KeeperConfig(decision_rule=rule)
+    res = plan_cycle(snap, (), cfg)
+    cands, plans = reference_cycle(snap, cfg)
     assert len(cands) == len(res.candidates)
     np.testing.assert_array_equal(_labels(res.candidates.reason), _labels(cands.reason))
     np.testing.assert_allclose(res.candidates.spread_per_hour, cands.spread_per_hour, rtol=0)
@@ -307,7 +310,7 @@ def test_vectorised_planner_equals_reference_loop_on_every_path(snap: Snapshot) 
     seen: set[str] = set()
     for seed in range(4):
         stressed = _stressed(snap, seed)
-        cfg = KeeperConfig(require_basis=seed == 3)
+        cfg = KeeperConfig(require_basis=seed == 3, decision_rule="spec")
         res = plan_cycle(stressed, (), cfg)
         cands, plans = reference_cycle(stressed, cfg)
         np.testing.assert_array_equal(_labels(res.candidates.reason), _labels(cands.reason))

@@ -8,6 +8,8 @@ equity must be identical.  A read of one instant and the period's read give the 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import duckdb
 import numpy as np
 import pandas as pd
@@ -16,6 +18,7 @@ import pytest
 from fundarb_core.backtest.engine import BacktestConfig, BacktestRun, run_backtest
 from fundarb_core.storage.market_view import WarehouseMarketView
 from fundarb_core.strategy.config import KeeperConfig
+from fundarb_core.strategy.expected_spread import PredictorParams
 from fundarb_core.strategy.snapshot import PAIR_FIELDS, VENUE_FIELDS
 from tests.conftest import real_db, window_tables
 
@@ -39,8 +42,15 @@ def _frames(run: BacktestRun) -> dict[str, pd.DataFrame]:
             "actions": run.actions}
 
 
-def test_fast_path_and_trading_path_give_identical_results(db: duckdb.DuckDBPyConnection) -> None:
-    cfg = BacktestConfig(start=START, end=END)
+HORIZON = BacktestConfig(start=START, end=END, walk_forward=False,
+                         predictor=PredictorParams(windows=(24, 168), shrink_z=0.0),
+                         keeper=replace(KeeperConfig(), holding_hours=720.0, entry_margin=0.0))
+"""The default rule with a quick predictor (one of the search grid's): it trades often enough to compare."""
+
+
+@pytest.mark.parametrize("cfg", [HORIZON, replace(HORIZON, strategy="keeper_spec")], ids=["horizon", "spec"])
+def test_fast_path_and_trading_path_give_identical_results(db: duckdb.DuckDBPyConnection,
+                                                           cfg: BacktestConfig) -> None:
     fast = run_backtest(db, cfg)
     slow = run_backtest(db, cfg, persistent=True)
     assert len(fast.positions) >= 10 and len(fast.funding) >= 100  # it traded: the comparison means something

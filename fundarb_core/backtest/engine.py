@@ -37,6 +37,8 @@ from typing import Literal
 import duckdb
 import pandas as pd
 
+from fundarb_core.backtest.horizon_inputs import horizon_inputs, month_config
+from fundarb_core.backtest.parameter_search import ParameterChoice, choices_frame
 from fundarb_core.backtest.report import LedgerView
 from fundarb_core.execution.cycle import Chooser, CycleContext, run_cycle
 from fundarb_core.execution.ledger import Ledger
@@ -51,12 +53,16 @@ from fundarb_core.storage.market_queries import KEEPER_TABLES
 from fundarb_core.storage.market_view import WarehouseMarketView
 from fundarb_core.storage.paper_store import DuckDBPaperStore
 from fundarb_core.strategy.config import KeeperConfig
+from fundarb_core.strategy.expected_spread import PredictorParams
 from fundarb_core.times import to_naive_utc
 from fundarb_core.venues import VENUES, FeeSchedule
 
-Strategy = Literal["keeper", "keeper_forecast", "naive"]
-STRATEGIES: tuple[Strategy, ...] = ("keeper", "keeper_forecast", "naive")
-STRATEGY_LABELS = {"keeper": "keeper", "keeper_forecast": "keeper + forecasts", "naive": "naive 24h"}
+Strategy = Literal["keeper", "keeper_forecast", "naive", "keeper_spec"]
+STRATEGIES: tuple[Strategy, ...] = ("keeper", "keeper_forecast", "naive", "keeper_spec")
+STRATEGY_LABELS = {"keeper": "keeper", "keeper_forecast": "keeper + forecasts", "naive": "naive 24h",
+                   "keeper_spec": "keeper (spec rule)"}
+HORIZON_STRATEGIES = frozenset({"keeper", "keeper_forecast"})
+"""Strategies that decide with the horizon rule on the expected spread, with parameters chosen walk-forward."""
 
 BAR_CLOSE_SQL = "ts + to_minutes(bar_minutes(timeframe))"
 REPLICA_TABLES: Mapping[str, tuple[str, str]] = MappingProxyType({
@@ -87,6 +93,8 @@ class BacktestConfig:
     warmup_hours: int = 24 * 40  # σ baseline (720 h of 168 h σ) and the 168 h pair statistics need ~5 weeks
     half_spread_bps: float = 1.0
     record_decisions: bool = False  # the per-candidate audit rows of every hour (slow; the report does not use them)
+    walk_forward: bool = True  # horizon strategies: parameters chosen before each month (parameter_search)
+    predictor: PredictorParams = field(default_factory=PredictorParams)  # without walk_forward
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "start", to_naive_utc(self.start).floor("h"))
@@ -101,11 +109,13 @@ class BacktestConfig:
         return pd.date_range(self.start, self.end, freq="h", inclusive="left")
 
     def keeper_config(self, venues: tuple[str, ...] = ()) -> KeeperConfig:
-        """The keeper's config with the fee regime applied to every venue (registry and traded ones)."""
+        """The keeper's config with the fee regime applied to every venue (registry and traded ones), and the
+        strategy's decision rule (``keeper_spec``: the spec's; the others run the keeper's default)."""
+        cfg = replace(self.keeper, decision_rule="spec") if self.strategy == "keeper_spec" else self.keeper
         if self.fee_bps is None:
-            return self.keeper
+            return cfg
         fee = FeeSchedule(maker=self.fee_bps * 1e-4, taker=self.fee_bps * 1e-4)
-        return replace(self.keeper, fee_overrides=MappingProxyType({v: fee for v in sorted({*VENUES, *venues})}))
+        return replace(cfg, fee_overrides=MappingProxyType({v: fee for v in sorted({*VENUES, *venues})}))
 
     def label(self) -> str:
         fees = "real fees" if self.fee_bps is None else f"{self.fee_bps:g} bp"
@@ -128,6 +138,7 @@ class BacktestRun:
     seconds: float
     assets: tuple[str, ...] = ()
     phases: dict[str, float] = field(default_factory=dict)  # seconds: replica, market read, hourly loop
+    parameters: pd.DataFrame = field(default_factory=pd.DataFrame)  # the walk-forward choice of each month
 
     def view(self) -> LedgerView:
         """The run as the report reads it."""
@@ -214,15 +225,22 @@ def run_backtest(
                        baseline_forecast="mean_24h" if config.strategy == "naive" else "none", chooser=chooser,
                        record_decisions=config.record_decisions, full_performance=False)
     by_hour: dict[pd.Timestamp, pd.DataFrame] = {}
-    if config.strategy == "keeper_forecast" and forecasts is not None and len(forecasts):
-        fc = forecasts.assign(hour=pd.to_datetime(forecasts["hour"]))
-        by_hour = {pd.Timestamp(h): g.drop(columns="hour") for h, g in fc.groupby("hour", sort=True)}
+    schedule: dict[pd.Timestamp, KeeperConfig] = {}
+    choices: list[ParameterChoice] = []
+    if config.strategy in HORIZON_STRATEGIES:
+        t_params = time.perf_counter()
+        choices, expected = horizon_inputs(conn, config, kcfg, forecasts)
+        schedule = {c.month: month_config(kcfg, c, config.strategy) for c in choices}
+        by_hour = {pd.Timestamp(h): g.drop(columns="hour") for h, g in expected.groupby("hour", sort=True)}
+        phases["parameters"] = time.perf_counter() - t_params
 
     hours = config.hours
     t_loop = time.perf_counter()
     equity: list[float] = []
     actions: list[dict[str, object]] = []
     for i, t in enumerate(hours):
+        if t in schedule:
+            ctx.config = schedule[t]
         rep = run_cycle(ctx, t.to_pydatetime(), forecasts=by_hour.get(t))
         equity.append(float(rep.metrics["equity_usd"]))
         for done in rep.taken:
@@ -250,7 +268,7 @@ def run_backtest(
         final_marks=marks,
         actions=pd.DataFrame(actions, columns=["hour", "action", "reason", "position_id", "closed_position_id",
                                                "events"]),
-        seconds=time.perf_counter() - t_start, phases=phases,
+        seconds=time.perf_counter() - t_start, phases=phases, parameters=choices_frame(choices),
         assets=tuple(sorted(mem.execute("SELECT DISTINCT asset FROM stg_funding_hourly").df()["asset"].astype(str))),
     )
     mem.close()

@@ -14,6 +14,7 @@ at the same ``now`` after a crash derives the same client ids and cannot open tw
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ from fundarb_core.execution.risk import (
     repair_single_legs,
 )
 from fundarb_core.execution.venue import ExchangeAdapter
+from fundarb_core.strategy.allocation import horizon_choice
 from fundarb_core.strategy.config import KeeperConfig
 from fundarb_core.strategy.planning import Action, Position, choose_action, mark_positions, plan_cycle
 from fundarb_core.strategy.snapshot import Snapshot
@@ -135,10 +137,11 @@ def _enrich(snap: Snapshot, ledger: Ledger, now: datetime, config: KeeperConfig,
     fc = snap.forecast_spread_per_hour
     if forecasts is not None and len(forecasts):
         fc = fc.copy()
-        for r in forecasts.itertuples(index=False):
-            i, s, lv = a_idx.get(str(r.asset)), v_idx.get(str(r.short_venue)), v_idx.get(str(r.long_venue))
-            if i is not None and s is not None and lv is not None:
-                fc[i, s, lv] = float(r.forecast_spread_per_hour)
+        i = pd.Index(list(a_idx)).get_indexer(forecasts["asset"].astype(str))
+        sv = pd.Index(list(v_idx)).get_indexer(forecasts["short_venue"].astype(str))
+        lv = pd.Index(list(v_idx)).get_indexer(forecasts["long_venue"].astype(str))
+        ok = (i >= 0) & (sv >= 0) & (lv >= 0)
+        fc[i[ok], sv[ok], lv[ok]] = forecasts["forecast_spread_per_hour"].to_numpy(dtype="float64")[ok]
     return snap.replace(failed_attempts=failed, minutes_since_failure=minutes, exec_attempts=att,
                         exec_failures=fail, drawdown=dd, forecast_spread_per_hour=fc)
 
@@ -248,18 +251,20 @@ def run_cycle(ctx: CycleContext, now: datetime | pd.Timestamp | str | None = Non
     deltas = net_deltas(led, exchange, cfg, rk)
     blocked = entry_limits(res.plans, deltas, cfg, rk)
     chosen: Action | Sequence[Action] = res.action
-    if len(res.plans) or ctx.chooser is not None:
+    chooser = ctx.chooser
+    if chooser is None and cfg.decision_rule == "horizon":
+        chooser = functools.partial(horizon_choice, max_venue_net_delta_usd=rk.max_venue_net_delta_usd)
+    if len(res.plans) or chooser is not None:
         busy_mask = res.plans["asset"].isin(busy) if len(res.plans) else pd.Series(dtype=bool)
         blocked = blocked.where(~busy_mask | (blocked != ""), "asset_busy")
         stop = (blocked != "").to_numpy() & res.plans["valid"].to_numpy(dtype=bool)
-        if stop.any() or ctx.chooser is not None:
+        if stop.any() or chooser is not None:
             plans = res.plans.copy()
             plans.loc[stop, "valid"] = False
-            if ctx.chooser is not None:
+            if chooser is not None:
                 plans["blocked"] = blocked.reindex(plans.index).fillna("").to_numpy()
             marked = mark_positions(held, snap)
-            chosen = (ctx.chooser(plans, marked, snap, cfg) if ctx.chooser is not None
-                      else choose_action(plans, marked, cfg))
+            chosen = chooser(plans, marked, snap, cfg) if chooser is not None else choose_action(plans, marked, cfg)
     actions = as_actions(chosen, cfg.max_actions_per_cycle)
     res = res.with_action(actions[0] if actions else (chosen if isinstance(chosen, Action) else Action("none", "")))
     crashpoint("after_plan")
@@ -278,6 +283,12 @@ def run_cycle(ctx: CycleContext, now: datetime | pd.Timestamp | str | None = Non
     report.plan = first.plan if actions else None
     if ctx.record_decisions:
         decisions = _decision_frame(t, res, taken, blocked, report.reason)
+        why = {"|".join(a.plan.pair): json.dumps({"action": a.kind, **a.details}, default=str)
+               for a in actions if a.plan is not None and a.details}
+        if why and len(decisions):
+            key = decisions["asset"] + "|" + decisions["short_venue"] + "|" + decisions["long_venue"]
+            decisions["details"] = key.map(why).where(decisions["taken"] & (decisions["stage"] == "plan"),
+                                                      decisions["details"])
         extra = pd.DataFrame([{"cycle_ts": t, "seq": len(decisions) + i, "stage": f"{a.kind}_close",
                                "asset": a.close.asset, "short_venue": a.close.short_venue,
                                "long_venue": a.close.long_venue, "valid": True, "taken": True,

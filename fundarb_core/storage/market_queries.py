@@ -40,7 +40,7 @@ from fundarb_core.strategy.config import KeeperConfig
 
 KEEPER_TABLES: tuple[str, ...] = (
     "funding_rates", "open_interest", "orderbook_depth", "stg_funding_hourly", "stg_candles", "volatility",
-    "pair_features", "basis", "regime_labels",
+    "pair_features", "basis", "regime_labels", "spread_panel",
 )
 """Every warehouse table the keeper reads (snapshot, paper prices, liquidity, settlements, data age)."""
 
@@ -308,3 +308,15 @@ def settlement_stamps(conn: duckdb.DuckDBPyConnection, lo: datetime, hi: datetim
 def newest_settlement(conn: duckdb.DuckDBPyConnection, t: datetime) -> datetime | None:
     """The newest funding stamp at or before ``t`` (None when there is none)."""
     return conn.cursor().execute("SELECT max(ts) FROM funding_rates WHERE ts <= ?", [t]).fetchall()[0][0]
+
+
+SPREAD_HISTORY_COLUMNS = ("hour", "asset", "short_venue", "long_venue", "observed_spread_per_hour", "spread_per_hour")
+
+
+def spread_history(conn: duckdb.DuckDBPyConnection, start: datetime, end: datetime) -> pd.DataFrame:
+    """``spread_panel`` rows of ``[start, end)`` (each unordered pair once, ``short_venue < long_venue``): the
+    observed spreads the expected-spread predictor reads and the accrued spreads the research simulator earns."""
+    cols = ", ".join(SPREAD_HISTORY_COLUMNS)
+    return conn.execute(f"SELECT {cols} FROM spread_panel WHERE hour >= $a AND hour < $b "
+                        "AND short_venue < long_venue ORDER BY hour, asset, short_venue, long_venue",
+                        {"a": start, "b": end}).df()

@@ -110,6 +110,14 @@ class KeeperConfig:
     # leaving earlier forfeits the accrual; on the bundled data 1 h let the rule chase hourly moves)
     min_hold_hours_before_switch: float = 8.0
 
+    # the decision rule (fundarb_core.strategy.horizon_rule / allocation): "horizon" decides entries, holds, exits
+    # and switches on the expected spread over ``holding_hours`` and allocates the free collateral each cycle (the
+    # default: the spec's rule loses money on the bundled data in every fee regime); "spec" is §6.3–§6.4 as
+    # written (best score into five slots, break-even-aware switching, one action per cycle)
+    decision_rule: str = "horizon"
+    entry_margin: float = 0.5  # enter when E × H > round trip × (1 + margin): room for the predictor's error
+    predictor: str = "trailing_blend"  # what the cycle's expected spreads come from (recorded with decisions)
+
     # §7 portfolio
     max_positions: int = 5
     max_gross_exposure_usd: float = 100_000.0  # both legs of every position

@@ -9,11 +9,15 @@ test oracle).
 
 Choices the spec leaves open (the formula modules document theirs):
 
-* Orientation: for a pair (i, j) the candidate is the ordered pair with the positive *observed* spread
-  (short the venue with the higher per-hour rate); a zero spread yields no candidate.
-* Expected spread: a forecast of the spread over the holding horizon, where present, replaces the observed
-  spread in the economics (hourly return, break-even, APY), the minimum-spread filter and the score; the
-  observed spread still decides the orientation.
+* Orientation: for a pair (i, j) the candidate is the ordered pair with the positive *expected* spread (the
+  forecast or predictor of the spread over the holding horizon, where the cycle was given one), else the positive
+  *observed* spread (short the venue with the higher per-hour rate); a zero spread yields no candidate.  Both legs
+  must have a rate now.
+* Expected spread: that forecast, where present, replaces the observed spread in the economics (hourly return,
+  break-even, APY), the minimum-spread filter and the score.
+* Minimum spread: the spec's ``min_spread`` filters candidates under ``decision_rule="spec"``; the horizon rule
+  needs only a positive expected spread here, because its entry condition (the expected spread over the horizon
+  pays the round trip) is the economic threshold and a fixed minimum would reject income that pays its costs.
 * Missing volatility: a leg without σ takes the largest σ of the same asset on another venue (the same
   underlying); the pair's σ and baseline are the larger of its legs'; with no σ at all the plan gets ``L_min``.
 * Slippage in K: "expected slippage" is the one-way impact on the thinner leg at the size the un-adjusted K
@@ -129,8 +133,10 @@ def _discover_arrays(snapshot: Snapshot, config: KeeperConfig) -> dict[str, np.n
     listed = ~np.isnan(r)
     multi = listed.sum(axis=1) >= 2
     spread_cube = r[:, :, None] - r[:, None, :]
-    with np.errstate(invalid="ignore"):
-        mask = (spread_cube > 0) & multi[:, None, None]
+    fc_cube = s.forecast_spread_per_hour
+    with np.errstate(invalid="ignore"):  # oriented by the expected spread where one is given
+        mask = np.where(np.isnan(fc_cube), spread_cube > 0, fc_cube > 0) & ~np.isnan(spread_cube) \
+            & multi[:, None, None] & ~np.eye(v, dtype=bool)[None, :, :]
     a, sv, lv = np.nonzero(mask)
     flat = (a * v + sv) * v + lv
     av_s, av_l = a * v + sv, a * v + lv
@@ -152,7 +158,8 @@ def _discover_arrays(snapshot: Snapshot, config: KeeperConfig) -> dict[str, np.n
         ("regime_halt", halt[a]),
         ("absurd_rate", (np.abs(r_s) > c.max_abs_rate_per_hour) | (np.abs(r_l) > c.max_abs_rate_per_hour)),
         ("market_quality", bad_market[av_s] | bad_market[av_l]),
-        ("below_min_spread", ~(expected >= c.min_spread_per_hour)),
+        ("below_min_spread", ~(expected >= (c.min_spread_per_hour if c.decision_rule == "spec" else 0.0))
+         | (expected <= 0)),
     ], n)
     return {
         "asset_idx": a, "short_idx": sv, "long_idx": lv,
@@ -275,7 +282,8 @@ def _plan_arrays(snapshot: Snapshot, cand: dict[str, np.ndarray], config: Keeper
         "break_even_hours": be, "expected_apy": apy, "basis_risk_bp": basis_risk_bp(b),
         "liquidation_distance": liquidation_distance(lev, c.maintenance_margin), "score": score,
         "spread_per_hour": cand["spread_per_hour"], "expected_spread_per_hour": expected,
-        "short_interval_hours": cand["short_interval_hours"], "long_interval_hours": cand["long_interval_hours"],
+        "has_forecast": cand["has_forecast"], "short_interval_hours": cand["short_interval_hours"],
+        "long_interval_hours": cand["long_interval_hours"],
         "k": k, "sigma_daily": sigma, "expected_slippage": slip_frac,
         "binding_constraint": binding, "expected_net_usd": net_usd,
         "gross_apy": expected * HOURS_PER_YEAR * lev, "basis_bp": b, "basis_z": basis_z(b, b_mean, b_std, b_n, c),

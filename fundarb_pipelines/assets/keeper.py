@@ -20,6 +20,7 @@ import duckdb as duckdb_lib
 import pandas as pd
 from pydantic import Field
 
+from fundarb_core.backtest.horizon_inputs import live_inputs
 from fundarb_core.execution.cycle import CycleContext, run_cycle
 from fundarb_core.execution.ledger import Ledger
 from fundarb_core.storage.ledger_store import DuckDBLedgerStore
@@ -43,6 +44,10 @@ class KeeperRunConfig(dg.Config):
     capital_usd_per_venue: float = Field(default=10_000.0, description="paper wallet per venue on first use")
     max_position_size_usd: float = Field(default=10_000.0)
     as_of: str | None = Field(default=None, description="cycle time (UTC); default: the data's latest hour")
+    walk_forward: bool = Field(default=True, description="choose the horizon, margin and predictor windows on "
+                               "all history before the cycle (else the a-priori defaults)")
+    model_forecasts: bool = Field(default=False, description="let the champion's 24 h spread forecast override the "
+                                  "trailing predictor where it has one")
 
 
 def _as_of(conn: duckdb_lib.DuckDBPyConnection, configured: str | None) -> datetime:
@@ -78,8 +83,9 @@ def _read_market(conn: duckdb_lib.DuckDBPyConnection, kcfg: KeeperConfig, now: d
 
 @dg.asset(
     group_name=KEEPER_GROUP, kinds={"duckdb", "python"}, deps=list(KEEPER_INPUTS),
-    description="One keeper cycle: reconcile with the venues, repair single legs, health actions, plan, at most "
-    "one entry or switch, all recorded in the keeper's trading file (ledger_*, cycle_decisions, paper_*). Reads "
+    description="One keeper cycle: reconcile with the venues, repair single legs, health actions, plan on the "
+    "expected spread over the holding horizon, exits / switches / allocated entries, all recorded in the "
+    "keeper's trading file (ledger_*, cycle_decisions, paper_*). Reads "
     "the warehouse first, then trades without holding it.",
 )
 def keeper_cycle(context: dg.AssetExecutionContext, config: KeeperRunConfig, duckdb: FundarbDuckDB,
@@ -92,7 +98,10 @@ def keeper_cycle(context: dg.AssetExecutionContext, config: KeeperRunConfig, duc
         with duckdb.get_connection() as conn:  # phase 1: read, then release the warehouse
             now = _as_of(conn, config.as_of)
             market = _read_market(conn, kcfg, now, min(funded, default=now))
-            forecasts = _forecasts(conn)
+            choice, kcfg, forecasts = live_inputs(conn, now, kcfg, walk_forward=config.walk_forward)
+            if config.model_forecasts and (model := _forecasts(conn)) is not None:
+                keys = ["asset", "short_venue", "long_venue"]
+                forecasts = pd.concat([forecasts, model], ignore_index=True).drop_duplicates(keys, keep="last")
             all_venues = [r[0] for r in conn.execute("SELECT DISTINCT venue FROM funding_rates").fetchall()]
         capital = {v: config.capital_usd_per_venue for v in all_venues}
         exchange = trading.venue(market, kcfg, tconn, now, capital)  # phase 2: trade on the trading file only
@@ -117,6 +126,10 @@ def keeper_cycle(context: dg.AssetExecutionContext, config: KeeperRunConfig, duc
         "events": dg.MetadataValue.md("\n".join(f"- {e}" for e in report.events) or "(none)"),
         "paused": ", ".join(report.paused) or "-",
         "plans_considered": report.decisions,
+        "actions": dg.MetadataValue.md("\n".join(f"- {d['kind']}: {d['reason']}" for d in report.taken) or "(none)"),
+        "decision_rule": kcfg.decision_rule,
+        "parameters": f"{choice.predictor.label()}, {choice.rule.label()}"
+                      + (" (walk-forward)" if choice.scored_to is not None else " (defaults)"),
         "plan": dg.MetadataValue.md(markdown_table(decisions)),
     })
 

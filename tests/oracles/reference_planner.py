@@ -129,10 +129,10 @@ def reference_cycle(snapshot: Snapshot, config: KeeperConfig | None = None) -> t
                     continue
                 r_s, r_l = float(s.rate_per_hour[i, si]), float(s.rate_per_hour[i, li])
                 spread = r_s - r_l  # both per hour: 1h and 8h venues compare on the same unit
-                if not spread > 0:
-                    continue  # the other orientation is the opportunity
                 forecast = float(s.forecast_spread_per_hour[i, si, li])
                 expected = forecast if _known(forecast) else spread
+                if not expected > 0:
+                    continue  # oriented by the expected spread: the other orientation is the opportunity
 
                 reason = None
                 quality_bad = False
@@ -150,7 +150,7 @@ def reference_cycle(snapshot: Snapshot, config: KeeperConfig | None = None) -> t
                     reason = "absurd_rate"
                 elif quality_bad:
                     reason = "market_quality"
-                elif not expected >= min_spread_h:
+                elif not expected >= (min_spread_h if c.decision_rule == "spec" else 0.0):
                     reason = "below_min_spread"
                 cands.append({
                     "asset": str(asset), "short_venue": s.venues[si], "long_venue": s.venues[li],

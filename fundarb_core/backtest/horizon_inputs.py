@@ -1,0 +1,89 @@
+"""What a horizon keeper decides with: its parameters (walk-forward) and the expected spread at each hour.
+
+One home for the backtest (:func:`horizon_inputs`, every hour of a period) and the live keeper
+(:func:`live_inputs`, one instant), so both read the same history, run the same parameter search and the same
+predictor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+import duckdb
+import pandas as pd
+
+from fundarb_core.backtest.parameter_search import DEFAULT_CHOICE, ParameterChoice, choose_parameters
+from fundarb_core.backtest.research_sim import ResearchMarket
+from fundarb_core.storage.market_queries import spread_history
+from fundarb_core.strategy.config import KeeperConfig
+from fundarb_core.strategy.expected_spread import SpreadHistory, predictor_frame
+from fundarb_core.strategy.horizon_rule import HorizonParams
+
+if TYPE_CHECKING:
+    from fundarb_core.backtest.engine import BacktestConfig, Strategy
+
+KEYS = ["hour", "asset", "short_venue", "long_venue"]
+DATA_EPOCH = datetime(2000, 1, 1)
+"""Before any funding history: the parameter search reads everything before a backtest's end."""
+
+
+def horizon_inputs(conn: duckdb.DuckDBPyConnection, config: BacktestConfig, kcfg: KeeperConfig,
+                   forecasts: pd.DataFrame | None) -> tuple[list[ParameterChoice], pd.DataFrame]:
+    """For a horizon strategy: the parameters of each month (chosen walk-forward on all the history before it,
+    :mod:`fundarb_core.backtest.parameter_search`, or the config's own without ``walk_forward``) and the
+    expected spread the cycle reads at every hour — the predictor with that month's windows, overridden by the
+    walk-forward model forecasts where ``keeper_forecast`` has one.
+
+    Read from the user's database, not the replica (whose history starts only ``warmup_hours`` before the
+    period): the parameter search wants every month of history before the first one it chooses for.  Nothing
+    after ``end`` is read: ``spread_panel`` is row-wise (no window, so no summation order that later rows could
+    change) and its rows at an hour depend only on settlements up to one interval after it, which the search
+    never scores (``SETTLEMENT_LAG_HOURS``) and the predictor never reads (observed spreads only)."""
+    panel = spread_history(conn, DATA_EPOCH, config.end.to_pydatetime())
+    market = ResearchMarket.from_panel(panel, kcfg, config.half_spread_bps)
+    if config.walk_forward:
+        choices = choose_parameters(market, config.start, config.end)
+    else:
+        rule = HorizonParams(kcfg.holding_hours, kcfg.entry_margin)
+        choices = [ParameterChoice(config.start, config.predictor, rule, None, None, float("nan"), float("nan"))]
+    edges = [c.month for c in choices[1:]] + [config.end]
+    parts = [predictor_frame(market.history, c.predictor, c.month, e) for c, e in zip(choices, edges, strict=True)]
+    expected = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=KEYS)
+    if config.strategy == "keeper_forecast" and forecasts is not None and len(forecasts):
+        fc = forecasts.assign(hour=pd.to_datetime(forecasts["hour"]))[[*KEYS, "forecast_spread_per_hour"]]
+        expected = pd.concat([expected, fc], ignore_index=True).drop_duplicates(KEYS, keep="last")
+    return choices, expected
+
+
+def month_config(kcfg: KeeperConfig, choice: ParameterChoice, strategy: Strategy | str = "keeper") -> KeeperConfig:
+    """The keeper's config with a choice's horizon, margin and predictor name."""
+    label = choice.predictor.label()
+    if strategy == "keeper_forecast":
+        label = f"walk-forward model forecast, else {label}"
+    return replace(kcfg, holding_hours=choice.rule.horizon_hours, entry_margin=choice.rule.entry_margin,
+                   predictor=label)
+
+
+
+
+def live_inputs(conn: duckdb.DuckDBPyConnection, now: datetime, kcfg: KeeperConfig, half_spread_bps: float = 1.0,
+                walk_forward: bool = True) -> tuple[ParameterChoice, KeeperConfig, pd.DataFrame]:
+    """For the live keeper at ``now``: the parameters the search chooses on everything known before ``now`` (or
+    the a-priori defaults without ``walk_forward``), the config with them, and the predictor's expected spreads
+    at ``now`` in the cycle's forecast format (no ``hour`` column)."""
+    t = pd.Timestamp(now).floor("h")
+    if walk_forward:
+        panel = spread_history(conn, DATA_EPOCH, (t + pd.Timedelta(hours=1)).to_pydatetime())
+        market = ResearchMarket.from_panel(panel, kcfg, half_spread_bps)
+        choice = choose_parameters(market, t, t + pd.Timedelta(hours=1))[0]
+    else:
+        panel = None
+        choice = ParameterChoice(t, *DEFAULT_CHOICE, None, None, float("nan"), float("nan"))
+    back = t - pd.Timedelta(hours=choice.predictor.lookback_hours + 1)
+    recent = spread_history(conn, back.to_pydatetime(), (t + pd.Timedelta(hours=1)).to_pydatetime()) \
+        if panel is None else panel[pd.to_datetime(panel["hour"]) >= back]
+    hist = SpreadHistory.from_panel(recent, pd.date_range(back, t, freq="h"))
+    frame = predictor_frame(hist, choice.predictor, t, t + pd.Timedelta(hours=1)).drop(columns="hour")
+    return choice, month_config(kcfg, choice), frame
