@@ -14,7 +14,8 @@ cycle this chooser
    one pair per asset, the plan's size cap (which carries the per-asset concentration cap
    ``max_position_size_usd``, the OI / volume liquidity caps and the minimum size, via a binary per plan), gross
    exposure, each venue's net delta (``max_venue_net_delta_usd``; the portfolio's is zero by construction, a pair's
-   legs being equal and opposite) and the per-cycle action cap.  A solver rather than a greedy because the venue
+   legs being equal and opposite), the per-cycle action cap and the per-cycle entry notional
+   (``max_cycle_entry_usd``: a bad snapshot can open only so much at once).  A solver rather than a greedy because the venue
    collateral constraints couple the plans: the best-scored pair can use the only venue that three slightly
    weaker pairs need.
 
@@ -59,7 +60,7 @@ def scaled_plan(plan: Plan, size_usd: float) -> Plan:
 
 def allocate(values: np.ndarray, sizes: np.ndarray, leverage: np.ndarray, asset: np.ndarray, short: np.ndarray,
              long_: np.ndarray, free_margin: np.ndarray, venue_delta: np.ndarray, delta_limit: float,
-             gross_room: float, max_count: int, min_size: float) -> np.ndarray:
+             gross_room: float, max_count: int, min_size: float, turnover_room: float = np.inf) -> np.ndarray:
     """The MILP of the module doc: USD size per candidate (0 = not taken).
 
     ``values`` are expected net income per USD over the horizon; ``asset`` / ``short`` / ``long_`` integer codes;
@@ -92,6 +93,7 @@ def allocate(values: np.ndarray, sizes: np.ndarray, leverage: np.ndarray, asset:
             d = venue_delta[v]  # net delta after the change within the limit, or at least no worse than now
             add(np.concatenate([signed, np.zeros(n)]), min(-delta_limit - d, 0.0), max(delta_limit - d, 0.0))
     add(np.concatenate([2.0 * np.ones(n), np.zeros(n)]), -np.inf, gross_room)
+    add(np.concatenate([np.ones(n), np.zeros(n)]), -np.inf, turnover_room)
     add(np.concatenate([np.zeros(n), np.ones(n)]), -np.inf, float(max_count))
     res = milp(c=np.concatenate([-values, np.zeros(n)]),
                constraints=LinearConstraint(np.vstack(rows), np.array(lo), np.array(hi)),
@@ -191,7 +193,7 @@ def horizon_choice(plans: pd.DataFrame, positions: Sequence[Position], snapshot:
                      np.array([vcode[s] for s in p["short_venue"].astype(str).to_numpy()[idx]]),
                      np.array([vcode[v] for v in p["long_venue"].astype(str).to_numpy()[idx]]),
                      free, delta, max_venue_net_delta_usd, config.max_gross_exposure_usd - gross, room,
-                     config.min_position_usd)
+                     config.min_position_usd, config.max_cycle_entry_usd)
         for k in np.argsort(-np.where(x > 0, value, -np.inf), kind="stable"):
             if x[k] <= 0:
                 break

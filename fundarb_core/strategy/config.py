@@ -124,6 +124,7 @@ class KeeperConfig:
     # a cycle executes at most this many exits / switches / entries: an allocation may rebalance several
     # positions at once, while a bad snapshot can still do only bounded harm (the spec's rule chooses one)
     max_actions_per_cycle: int = 6
+    max_cycle_entry_usd: float = 30_000.0  # notional (one leg) the allocation may open in one cycle
 
     # §4 score
     score_weights: tuple[float, float, float, float] = (0.3, 0.3, 0.2, 0.2)
