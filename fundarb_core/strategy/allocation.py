@@ -15,9 +15,9 @@ cycle this chooser
    ``max_position_size_usd``, the OI / volume liquidity caps and the minimum size, via a binary per plan), gross
    exposure, each venue's net delta (``max_venue_net_delta_usd``; the portfolio's is zero by construction, a pair's
    legs being equal and opposite), the per-cycle action cap and the per-cycle entry notional
-   (``max_cycle_entry_usd``: a bad snapshot can open only so much at once).  A solver rather than a greedy because the venue
-   collateral constraints couple the plans: the best-scored pair can use the only venue that three slightly
-   weaker pairs need.
+   (``max_cycle_entry_usd``: a bad snapshot can open only so much at once).  A solver rather than a greedy
+   because the venue collateral constraints couple the plans: the best-scored pair can use the only venue that
+   three slightly weaker pairs need.
 
 Choices: ``E`` is the plan's ``expected_spread_per_hour`` (the predictor's value the cycle was given);
 ``c_k`` its round-trip costs per USD (fees and √-impact at the plan's size — the impact per USD only falls for a
