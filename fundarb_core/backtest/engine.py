@@ -37,6 +37,7 @@ from typing import Literal
 import duckdb
 import pandas as pd
 
+from fundarb_core.backtest.assumptions import assumption_values, count_assumptions
 from fundarb_core.backtest.report import LedgerView
 from fundarb_core.execution.cycle import Chooser, CycleContext, run_cycle
 from fundarb_core.execution.ledger import Ledger
@@ -128,12 +129,15 @@ class BacktestRun:
     seconds: float
     assets: tuple[str, ...] = ()
     phases: dict[str, float] = field(default_factory=dict)  # seconds: replica, market read, hourly loop
+    assumptions: dict[str, int] = field(default_factory=dict)  # data fallbacks used (backtest.assumptions)
 
     def view(self) -> LedgerView:
         """The run as the report reads it."""
         return LedgerView(capital_usd=self.capital_usd, equity=self.equity, positions=self.positions,
                           fills=self.fills, funding=self.funding, final_marks=self.final_marks,
-                          half_spread_bps=self.config.half_spread_bps, label=self.config.label())
+                          half_spread_bps=self.config.half_spread_bps, label=self.config.label(),
+                          assumptions=self.assumptions,
+                          assumption_values=assumption_values(self.config.keeper_config(self.venues)))
 
 
 def market_replica(conn: duckdb.DuckDBPyConnection, start: pd.Timestamp, end: pd.Timestamp,
@@ -222,9 +226,12 @@ def run_backtest(
     t_loop = time.perf_counter()
     equity: list[float] = []
     actions: list[dict[str, object]] = []
+    taken: list[object] = []  # the fallbacks label of every plan the cycle opened a position on
     for i, t in enumerate(hours):
         rep = run_cycle(ctx, t.to_pydatetime(), forecasts=by_hour.get(t))
         equity.append(float(rep.metrics["equity_usd"]))
+        if rep.position_id and rep.plan is not None:
+            taken.append(rep.plan.details.get("fallbacks", ""))
         if rep.action != "none" or rep.events:
             actions.append({"hour": t, "action": rep.action, "reason": rep.reason, "position_id": rep.position_id,
                             "closed_position_id": rep.closed_position_id, "events": "; ".join(rep.events)})
@@ -247,6 +254,7 @@ def run_backtest(
         actions=pd.DataFrame(actions, columns=["hour", "action", "reason", "position_id", "closed_position_id",
                                                "events"]),
         seconds=time.perf_counter() - t_start, phases=phases,
+        assumptions=count_assumptions(taken, exchange.fills, exchange.fallback_fills),
         assets=tuple(sorted(mem.execute("SELECT DISTINCT asset FROM stg_funding_hourly").df()["asset"].astype(str))),
     )
     mem.close()
