@@ -70,3 +70,9 @@ def assumptions_block(summary: Mapping[str, Any]) -> list[str]:
     if off:
         lines.append(f"  switched off (plans lacking them rejected): {', '.join(off)}")
     return lines
+
+
+def assumptions_markdown(summaries: Iterable[Mapping[str, Any]]) -> str:
+    """Every run's :func:`assumptions_block` as one fenced markdown block ("" when none carries counts)."""
+    lines = [line for s in summaries for line in assumptions_block(s)]
+    return "```\n" + "\n".join(lines) + "\n```" if lines else ""
