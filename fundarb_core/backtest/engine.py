@@ -230,11 +230,15 @@ def run_backtest(
     for i, t in enumerate(hours):
         rep = run_cycle(ctx, t.to_pydatetime(), forecasts=by_hour.get(t))
         equity.append(float(rep.metrics["equity_usd"]))
-        if rep.position_id and rep.plan is not None:
-            taken.append(rep.plan.details.get("fallbacks", ""))
-        if rep.action != "none" or rep.events:
-            actions.append({"hour": t, "action": rep.action, "reason": rep.reason, "position_id": rep.position_id,
-                            "closed_position_id": rep.closed_position_id, "events": "; ".join(rep.events)})
+        for done in rep.taken:
+            actions.append({"hour": t, "action": done["kind"], "reason": done["reason"],
+                            "position_id": done["position_id"], "closed_position_id": done["closed_position_id"],
+                            "events": ""})
+            if done["position_id"]:
+                taken.append(done.get("fallbacks", ""))
+        if rep.events:
+            actions.append({"hour": t, "action": "events", "reason": rep.reason, "position_id": None,
+                            "closed_position_id": None, "events": "; ".join(rep.events)})
         if progress is not None:
             progress(t, i + 1, len(hours))
     phases["loop"] = time.perf_counter() - t_loop

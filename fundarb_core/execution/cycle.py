@@ -50,10 +50,20 @@ from fundarb_core.strategy.planning import Action, Position, choose_action, mark
 from fundarb_core.strategy.snapshot import Snapshot
 from fundarb_core.times import to_naive_dt
 
-Chooser = Callable[[pd.DataFrame, list[Position], Snapshot, KeeperConfig], Action]
-"""Picks the cycle's one action from the plans (risk limits applied) and the held positions, re-marked at the
-snapshot; the keeper's own is :func:`~fundarb_core.strategy.planning.choose_action`.  A backtest passes another rule
-(e.g. the naive trailing-24 h rule) so it runs through exactly the same execution and risk path."""
+Chooser = Callable[[pd.DataFrame, list[Position], Snapshot, KeeperConfig], Action | Sequence[Action]]
+"""Picks the cycle's actions from the plans (risk limits applied) and the held positions, re-marked at the
+snapshot: one action (the spec's rule, :func:`~fundarb_core.strategy.planning.choose_action`) or several (an
+allocation: exits, switches and entries, executed in that order up to ``KeeperConfig.max_actions_per_cycle``).  A
+backtest passes the reference rules (naive 24 h, patient) the same way, so every rule runs through exactly the
+same execution and risk path."""
+
+
+def as_actions(chosen: Action | Sequence[Action], cap: int) -> list[Action]:
+    """The chooser's answer as at most ``cap`` actions, exits first, then switches, then entries (exits free the
+    collateral the entries were allocated; a bad snapshot can still do only ``cap`` trades of harm)."""
+    acts = [chosen] if isinstance(chosen, Action) else list(chosen)
+    rank = {"exit": 0, "switch": 1, "enter": 2}
+    return sorted((a for a in acts if a.kind in rank), key=lambda a: rank[a.kind])[:max(cap, 0)]
 
 
 @dataclass
@@ -95,6 +105,7 @@ class CycleReport:
     reconcile: ReconcileReport | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     plan: Plan | None = None
+    taken: list[dict[str, Any]] = field(default_factory=list)  # every action executed: kind, reason, ids
 
 
 
@@ -132,7 +143,7 @@ def _enrich(snap: Snapshot, ledger: Ledger, now: datetime, config: KeeperConfig,
                         exec_failures=fail, drawdown=dd, forecast_spread_per_hour=fc)
 
 
-def _decision_frame(now: datetime, res: Any, taken: tuple[str, str, str] | None, blocked: pd.Series,
+def _decision_frame(now: datetime, res: Any, taken: set[tuple[str, str, str]], blocked: pd.Series,
                     action_reason: str) -> pd.DataFrame:
     """Every candidate that failed discovery and every plan, with why it was taken or rejected."""
     cand = res.candidates[~res.candidates["valid"]]
@@ -147,7 +158,7 @@ def _decision_frame(now: datetime, res: Any, taken: tuple[str, str, str] | None,
     if len(plans):
         key = plans["asset"].astype(str) + "|" + plans["short_venue"].astype(str) + "|" + plans[
             "long_venue"].astype(str)
-        is_taken = key == ("|".join(taken) if taken else "")
+        is_taken = key.isin({"|".join(k) for k in taken})
         reason = plans["reason"].astype(object).where(plans["reason"].notna(), "")
         reason = reason.where(reason != "", blocked.reindex(plans.index).fillna(""))
         reason = reason.where(reason != "", "not chosen: " + action_reason)
@@ -236,8 +247,9 @@ def run_cycle(ctx: CycleContext, now: datetime | pd.Timestamp | str | None = Non
     res = plan_cycle(snap, held, cfg)
     deltas = net_deltas(led, exchange, cfg, rk)
     blocked = entry_limits(res.plans, deltas, cfg, rk)
-    if len(res.plans):
-        busy_mask = res.plans["asset"].isin(busy)
+    chosen: Action | Sequence[Action] = res.action
+    if len(res.plans) or ctx.chooser is not None:
+        busy_mask = res.plans["asset"].isin(busy) if len(res.plans) else pd.Series(dtype=bool)
         blocked = blocked.where(~busy_mask | (blocked != ""), "asset_busy")
         stop = (blocked != "").to_numpy() & res.plans["valid"].to_numpy(dtype=bool)
         if stop.any() or ctx.chooser is not None:
@@ -246,9 +258,10 @@ def run_cycle(ctx: CycleContext, now: datetime | pd.Timestamp | str | None = Non
             if ctx.chooser is not None:
                 plans["blocked"] = blocked.reindex(plans.index).fillna("").to_numpy()
             marked = mark_positions(held, snap)
-            action = (ctx.chooser(plans, marked, snap, cfg) if ctx.chooser is not None
+            chosen = (ctx.chooser(plans, marked, snap, cfg) if ctx.chooser is not None
                       else choose_action(plans, marked, cfg))
-            res = res.with_action(action)
+    actions = as_actions(chosen, cfg.max_actions_per_cycle)
+    res = res.with_action(actions[0] if actions else (chosen if isinstance(chosen, Action) else Action("none", "")))
     crashpoint("after_plan")
 
     age = data_age_hours(ctx.market, t)
@@ -256,20 +269,23 @@ def run_cycle(ctx: CycleContext, now: datetime | pd.Timestamp | str | None = Non
         report.paused.append(f"stale_data ({age:.1f} h)")
     if not np.isfinite(snap.rate_per_hour).any():
         report.paused.append("no_rates")
-    action = res.action
-    taken = action.plan.pair if action.kind != "none" and action.plan is not None and not report.paused else None
-    report.action = action.kind if taken else "none"
-    report.reason = action.reason if not report.paused else "paused: " + ", ".join(report.paused)
-    report.plan = action.plan if taken else None
+    if report.paused:
+        actions = []
+    first = actions[0] if actions else res.action
+    taken = {a.plan.pair for a in actions if a.plan is not None}
+    report.action = first.kind if actions else "none"
+    report.reason = first.reason if not report.paused else "paused: " + ", ".join(report.paused)
+    report.plan = first.plan if actions else None
     if ctx.record_decisions:
-        decisions = _decision_frame(t, res, tuple(taken) if taken else None, blocked, report.reason)
-        if action.kind == "switch" and action.close is not None:
-            extra = pd.DataFrame([{"cycle_ts": t, "seq": len(decisions), "stage": "switch_close",
-                                   "asset": action.close.asset, "short_venue": action.close.short_venue,
-                                   "long_venue": action.close.long_venue, "valid": True, "taken": taken is not None,
-                                   "reason": action.reason, "details": json.dumps(
-                                       {"compared_hours": action.compared_hours,
-                                        "threshold_hours": action.threshold_hours}, default=str)}])
+        decisions = _decision_frame(t, res, taken, blocked, report.reason)
+        extra = pd.DataFrame([{"cycle_ts": t, "seq": len(decisions) + i, "stage": f"{a.kind}_close",
+                               "asset": a.close.asset, "short_venue": a.close.short_venue,
+                               "long_venue": a.close.long_venue, "valid": True, "taken": True,
+                               "reason": a.reason, "details": json.dumps(
+                                   {"compared_hours": a.compared_hours, "threshold_hours": a.threshold_hours,
+                                    **a.details}, default=str)}
+                              for i, a in enumerate(x for x in actions if x.close is not None)])
+        if len(extra):
             decisions = pd.concat([decisions, extra], ignore_index=True) if len(decisions) else extra
         led.record_decisions(decisions)
         report.decisions = len(decisions)
@@ -277,21 +293,38 @@ def run_cycle(ctx: CycleContext, now: datetime | pd.Timestamp | str | None = Non
         report.decisions = len(res.plans)
     crashpoint("after_decisions")
 
-    # 7. at most one entry or switch
-    if taken and not dry_run and action.plan is not None:
-        if action.kind == "switch" and action.close is not None:
-            close = action.close
-            old = [p for p in led.positions((PositionStatus.OPEN,))
-                   if (p.asset, p.short_venue, p.long_venue) == (close.asset, close.short_venue, close.long_venue)]
-            flat = all(close_position(led, exchange, p, t, cfg, rk, reason="switch") for p in old)
-            report.closed_position_id = old[0].position_id if old else None
-            if not flat:
-                report.events.append("switch: old position not flat, entry skipped")
-                return _finish(ctx, t, report, dry_run)
-        pid, orders = open_plan(led, exchange, action.plan, t)
-        report.position_id, report.orders = pid, orders
-        report.events += repair_single_legs(led, exchange, t, cfg, rk)
+    # 7. the chosen exits, switches and entries (at most max_actions_per_cycle)
+    if not dry_run:
+        for a in actions:
+            report.taken.append(_execute(ctx, a, t, report))
     return _finish(ctx, t, report, dry_run)
+
+
+def _execute(ctx: CycleContext, action: Action, t: datetime, report: CycleReport) -> dict[str, Any]:
+    """One action through the venues: close the position it names (exit, switch), then open its plan (enter, or
+    a switch whose old position closed flat)."""
+    led, exchange, cfg, rk = ctx.ledger, ctx.exchange, ctx.config, ctx.risk
+    done: dict[str, Any] = {"kind": action.kind, "reason": action.reason, "position_id": None,
+                            "closed_position_id": None}
+    if action.close is not None and action.kind in ("switch", "exit"):
+        close = action.close
+        old = [p for p in led.positions((PositionStatus.OPEN,))
+               if (p.asset, p.short_venue, p.long_venue) == (close.asset, close.short_venue, close.long_venue)]
+        flat = all(close_position(led, exchange, p, t, cfg, rk, reason=action.kind) for p in old)
+        done["closed_position_id"] = old[0].position_id if old else None
+        report.closed_position_id = report.closed_position_id or done["closed_position_id"]
+        if not flat:
+            report.events.append(f"{action.kind}: {close.asset} not flat" + (", entry skipped"
+                                                                               if action.plan is not None else ""))
+            return done
+    if action.plan is not None and action.kind in ("switch", "enter"):
+        pid, orders = open_plan(led, exchange, action.plan, t)
+        done["position_id"] = pid
+        done["fallbacks"] = action.plan.details.get("fallbacks", "")  # the data fallbacks the plan stands on
+        report.position_id = report.position_id or pid
+        report.orders += orders
+        report.events += repair_single_legs(led, exchange, t, cfg, rk)
+    return done
 
 
 def _finish(ctx: CycleContext, t: datetime, report: CycleReport, dry_run: bool) -> CycleReport:

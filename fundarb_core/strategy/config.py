@@ -129,6 +129,9 @@ class KeeperConfig:
     # §7 portfolio
     max_positions: int = 5
     max_gross_exposure_usd: float = 100_000.0  # both legs of every position
+    # a cycle executes at most this many exits / switches / entries: an allocation may rebalance several
+    # positions at once, while a bad snapshot can still do only bounded harm (the spec's rule chooses one)
+    max_actions_per_cycle: int = 6
 
     # §4 score
     score_weights: tuple[float, float, float, float] = (0.3, 0.3, 0.2, 0.2)

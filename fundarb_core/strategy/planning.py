@@ -395,14 +395,19 @@ def mark_positions(positions: Sequence[Position], snapshot: Snapshot) -> list[Po
     return out
 
 
+ActionKind = Literal["enter", "switch", "exit", "none"]
+
+
 @dataclass(frozen=True)
 class Action:
-    """What the cycle does: ``enter`` a plan, ``switch`` a position into a plan, or ``none``.
+    """What the cycle does: ``enter`` a plan, ``switch`` a position (``close``) into a plan, ``exit`` a position
+    to flat (``close``, no plan), or ``none``.
 
-    ``compared_hours`` / ``threshold_hours`` are the switching rule's figures for a switch.
+    ``compared_hours`` / ``threshold_hours`` are the switching rule's figures for a switch; ``details`` holds what
+    the deciding rule wants recorded (e.g. the predictor and its value).
     """
 
-    kind: Literal["enter", "switch", "none"]
+    kind: ActionKind
     reason: str
     plan: Plan | None = None
     close: Position | None = None
