@@ -20,7 +20,9 @@ import pytest
 from fundarb_core.backtest.assumptions import assumptions_block
 from fundarb_core.backtest.engine import BacktestConfig, BacktestRun, run_backtest
 from fundarb_core.backtest.report import markdown, summarise
+from fundarb_core.simulation.paper_venue import PaperVenue
 from fundarb_core.sources.replay import BUNDLED_DATA_DIR
+from fundarb_core.storage.market_view import WarehouseMarketView
 from fundarb_core.strategy import KeeperConfig, Snapshot, plan_cycle
 from fundarb_core.strategy.config import FALLBACKS
 from fundarb_pipelines.cli import main
@@ -141,6 +143,22 @@ def test_paper_fills_use_the_funding_mark_and_the_flat_slippage_the_plan_costs(
                             "ts <= ? AND ts >= ? - INTERVAL 24 HOUR ORDER BY ts DESC, mark_price LIMIT 1",
                             [asset, ts, ts]).fetchall()
         assert mark and m == pytest.approx(mark[0][0], rel=1e-12), (asset, ts)
+
+
+def test_the_paper_venues_price_fallbacks_switch_off_with_the_planners(conn: duckdb.DuckDBPyConnection) -> None:
+    """One price rule for plan and fill: Binance is priced by its own funding mark, Bybit by Binance's; with a
+    fallback off the venue has no price there (an order would be rejected ``no_price``), as the plan is."""
+    def book(cfg: KeeperConfig, venue: str) -> object:
+        pv = PaperVenue(WarehouseMarketView(conn, cfg), cfg, now=AS_OF.to_pydatetime())
+        return pv.order_book_top(venue, "ARB")
+
+    on_binance, on_bybit = book(CFG, "binance"), book(CFG, "bybit")
+    assert on_binance is not None and on_binance.source == "funding_mark"
+    assert on_bybit is not None and on_bybit.source == "cross_venue_funding_mark" and on_bybit.mid == on_binance.mid
+    no_other = replace(CFG, fallbacks=frozenset(FALLBACKS) - {"price_other_venue"})
+    assert book(no_other, "binance") is not None and book(no_other, "bybit") is None
+    no_mark = replace(CFG, fallbacks=frozenset(FALLBACKS) - {"price_funding_mark"})
+    assert book(no_mark, "binance") is None and book(no_mark, "bybit") is None
 
 
 def test_cli_backtests_a_directory_holding_only_funding_parquet(tmp_path: Path,
