@@ -93,11 +93,11 @@ def _labels(col: pd.Series) -> np.ndarray:
 def _same_plans(snapshot: Snapshot, positions: list[Position], config: KeeperConfig) -> bool:
     vec = plan_cycle(snapshot, positions, config).plans
     _, ref = reference_cycle(snapshot, config)
-    cols = [c for c in ref.columns if c not in ("asset", "short_venue", "long_venue", "reason", "binding_constraint")]
+    labels = ("asset", "short_venue", "long_venue", "reason", "binding_constraint", "fallbacks")
+    cols = [c for c in ref.columns if c not in labels]
     if len(vec) != len(ref):
         return False
-    keys_equal = all((_labels(vec[k]) == _labels(ref[k])).all()
-                     for k in ("asset", "short_venue", "long_venue", "reason", "binding_constraint"))
+    keys_equal = all((_labels(vec[k]) == _labels(ref[k])).all() for k in labels)
     nums = np.allclose(vec[cols].to_numpy(dtype="float64"), ref[cols].to_numpy(dtype="float64"), rtol=1e-9,
                        atol=1e-12, equal_nan=True)
     return bool(keys_equal and nums)

@@ -398,6 +398,10 @@ def run_command(args: argparse.Namespace) -> int:
             for key, o in result["oracle"].items():  # type: ignore[union-attr]
                 print(f"  oracle ({key}): {o['slots_net_usd']:,.2f} USD for the keeper's slots, "
                       f"{o['all_assets_net_usd']:,.2f} USD over every asset")
+            from fundarb_core.backtest.assumptions import assumptions_block
+
+            for s in result["runs"]:  # type: ignore[union-attr]
+                print("\n".join(assumptions_block(s)))
         return 0
     if args.command == "summary":  # reads only: no Dagster home needed
         return _print_result(args, summary(default_duckdb_path()))

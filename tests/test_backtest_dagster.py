@@ -56,6 +56,11 @@ def test_backtest_assets_materialise_with_reports_plots_and_mlflow_runs(bt_db: P
         assert label in table
     assert "capture_ratio" in table and "data:image/png;base64," in strat["plots"].value
     assert Path(strat["equity_vs_oracle_png"].value).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # every report lists the data fallbacks its runs stood on (strategy_backtest's report, fee_regimes' too)
+    assert "Assumptions (data fallbacks)" in strat["report"].value
+    assert "assumptions — keeper, real fees: " in strat["assumptions"].value
+    regimes = res.asset_materializations_for_node("fee_regimes")[0].metadata
+    assert "assumptions — keeper, 1.44 bp: " in regimes["assumptions"].value
     summaries = res.output_for_node("strategy_backtest")
     from fundarb_core.backtest.engine import STRATEGIES
 

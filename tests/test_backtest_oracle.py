@@ -85,7 +85,8 @@ def _window(inp: OracleInputs, lo: int, hi: int, cols: list[int]) -> OracleInput
 
 
 def _zero_cost_config() -> KeeperConfig:
-    return KeeperConfig(fee_overrides=MappingProxyType(dict.fromkeys(VENUES, FeeSchedule(0.0, 0.0))), base_impact=0.0)
+    return KeeperConfig(fee_overrides=MappingProxyType(dict.fromkeys(VENUES, FeeSchedule(0.0, 0.0))), base_impact=0.0,
+                        fallback_slippage_bps=0.0)  # no slippage, measured or assumed
 
 
 # ---------------------------------------------------------------------------------------------- solvers

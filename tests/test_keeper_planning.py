@@ -38,6 +38,7 @@ AS_OF = pd.Timestamp("2026-03-05 12:00")
 ALL = (datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC))
 NOW = datetime(2026, 5, 1, tzinfo=UTC)
 CFG = KeeperConfig(decision_rule="spec")  # the spec's planner and one-action rule (§4–§6)
+NO_FALLBACKS = KeeperConfig(fallbacks=frozenset(), decision_rule="spec")
 
 
 @pytest.fixture(scope="module")
@@ -65,11 +66,11 @@ def _labels(col: pd.Series) -> np.ndarray:
 def assert_same_plans(vec: pd.DataFrame, ref: pd.DataFrame) -> None:
     """The vectorised plans equal the reference loop's, row for row."""
     assert len(vec) == len(ref)
-    for k in ("asset", "short_venue", "long_venue", "reason", "binding_constraint"):
+    labels = ("asset", "short_venue", "long_venue", "reason", "binding_constraint", "fallbacks")
+    for k in labels:
         np.testing.assert_array_equal(_labels(vec[k]), _labels(ref[k]), err_msg=k)
     np.testing.assert_array_equal(vec["valid"].to_numpy(), ref["valid"].to_numpy())
-    nums = [c for c in ref.columns if c not in ("asset", "short_venue", "long_venue", "reason", "binding_constraint",
-                                                 "valid")]
+    nums = [c for c in ref.columns if c not in (*labels, "valid")]
     for k in nums:
         np.testing.assert_allclose(vec[k].to_numpy(dtype="float64"), ref[k].to_numpy(dtype="float64"), rtol=1e-9,
                                    atol=1e-12, err_msg=k)
@@ -147,7 +148,7 @@ def test_synthetic_1h_vs_8h_plan_by_hand() -> None:
     venue_rows = pd.DataFrame({
         "venue": ["hyperliquid", "binance"], "asset": ["X", "X"], "rate": [0.0001, 0.0001],
         "interval_hours": [1.0, 8.0], "sigma_daily": [0.02, 0.02], "sigma_baseline": [0.02, 0.02],
-        "depth_usd": [1e6, 1e6],
+        "depth_usd": [1e6, 1e6], "mark_price": [1.0, 1.0],  # every measure known: no data fallback
     })
     snap = snapshot_from_frames(venue_rows)
     res = plan_cycle(snap, (), CFG)
@@ -168,6 +169,7 @@ def test_synthetic_1h_vs_8h_plan_by_hand() -> None:
     assert p.expected_apy == pytest.approx(8.75e-5 * 8760 * p.leverage - 53.0 * p.leverage / 10_000 * 365 / 7)
     assert p.liquidation_distance == pytest.approx(1 / p.leverage - 0.005)
     assert bool(p.valid) and res.action.kind == "enter"
+    assert p.fallbacks == "size_caps,basis"  # no OI or volume, no basis
 
 
 # ------------------------------------------------------------------------------------------ reasons
@@ -180,7 +182,10 @@ def test_rejected_candidates_and_plans_carry_reasons(snap: Snapshot) -> None:
         assert set(frame.reason.dropna().astype(str)) <= set(REASONS)
     assert (~res.candidates.valid).sum() > 0 and (~res.plans.valid).sum() > 0 and res.plans.valid.sum() > 0
     assert set(res.candidates.reason.dropna().astype(str)) == {"below_min_spread"}
-    assert {"no_liquidity_data", "break_even"} <= set(res.plans.reason.dropna().astype(str))
+    assert "break_even" in set(res.plans.reason.dropna().astype(str))
+    # without the data fallbacks, a leg without a liquidity measure cannot be costed
+    strict = plan_cycle(snap, (), NO_FALLBACKS).plans
+    assert {"no_liquidity_data", "break_even"} <= set(strict.reason.dropna().astype(str))
     assert list(res.plans.columns[:3]) == ["asset", "short_venue", "long_venue"]
     assert set(PLAN_COLUMNS) <= set(res.plans.columns)
     # plans are built exactly for the candidates that pass discovery
@@ -296,7 +301,12 @@ def _stressed(snap: Snapshot, seed: int = 3) -> Snapshot:
     sigma = np.where(some((a, v), 0.2), rng.uniform(0.01, 0.2, (a, v)), snap.sigma_daily)
     balances = snap.balances_usd.copy()
     balances[-1] = 4.0  # one venue nearly empty: below the minimum position
+    # data fallbacks: prices, funding marks and σ missing or present at random
+    mark = np.where(some((a, v), 0.4), np.nan, snap.mark_price)
+    funding_mark = np.where(some((a, v), 0.3), rng.uniform(1.0, 100.0, (a, v)), snap.funding_mark_price)
+    sigma = np.where(some((a, v), 0.3), np.nan, sigma)
     return snap.replace(
+        mark_price=mark, funding_mark_price=funding_mark,
         rate_per_hour=rate, forecast_spread_per_hour=fc, twap_size_usd=twap, basis_bp=basis, basis_std_bp=std,
         basis_mean_bp=np.zeros(cube), basis_n=n, depth_usd=depth, volume_usd_24h=volume, oi_usd=oi,
         exec_attempts=attempts, exec_failures=failures, sigma_daily=sigma,
@@ -308,9 +318,11 @@ def _stressed(snap: Snapshot, seed: int = 3) -> Snapshot:
 
 def test_vectorised_planner_equals_reference_loop_on_every_path(snap: Snapshot) -> None:
     seen: set[str] = set()
-    for seed in range(4):
+    some_fallbacks = frozenset({"slippage", "price_funding_mark", "basis"})
+    for seed in range(6):
         stressed = _stressed(snap, seed)
-        cfg = KeeperConfig(require_basis=seed == 3, decision_rule="spec")
+        cfg = KeeperConfig(require_basis=seed == 3, fallbacks={4: frozenset(), 5: some_fallbacks}.get(
+            seed, KeeperConfig().fallbacks), decision_rule="spec")
         res = plan_cycle(stressed, (), cfg)
         cands, plans = reference_cycle(stressed, cfg)
         np.testing.assert_array_equal(_labels(res.candidates.reason), _labels(cands.reason))

@@ -37,6 +37,7 @@ from typing import Literal
 import duckdb
 import pandas as pd
 
+from fundarb_core.backtest.assumptions import assumption_values, count_assumptions
 from fundarb_core.backtest.horizon_inputs import horizon_inputs, month_config
 from fundarb_core.backtest.parameter_search import ParameterChoice, choices_frame
 from fundarb_core.backtest.report import LedgerView
@@ -139,12 +140,15 @@ class BacktestRun:
     assets: tuple[str, ...] = ()
     phases: dict[str, float] = field(default_factory=dict)  # seconds: replica, market read, hourly loop
     parameters: pd.DataFrame = field(default_factory=pd.DataFrame)  # the walk-forward choice of each month
+    assumptions: dict[str, int] = field(default_factory=dict)  # data fallbacks used (backtest.assumptions)
 
     def view(self) -> LedgerView:
         """The run as the report reads it."""
         return LedgerView(capital_usd=self.capital_usd, equity=self.equity, positions=self.positions,
                           fills=self.fills, funding=self.funding, final_marks=self.final_marks,
-                          half_spread_bps=self.config.half_spread_bps, label=self.config.label())
+                          half_spread_bps=self.config.half_spread_bps, label=self.config.label(),
+                          assumptions=self.assumptions,
+                          assumption_values=assumption_values(self.config.keeper_config(self.venues)))
 
 
 def market_replica(conn: duckdb.DuckDBPyConnection, start: pd.Timestamp, end: pd.Timestamp,
@@ -238,6 +242,7 @@ def run_backtest(
     t_loop = time.perf_counter()
     equity: list[float] = []
     actions: list[dict[str, object]] = []
+    taken: list[object] = []  # the fallbacks label of every plan the cycle opened a position on
     for i, t in enumerate(hours):
         if t in schedule:
             ctx.config = schedule[t]
@@ -247,6 +252,8 @@ def run_backtest(
             actions.append({"hour": t, "action": done["kind"], "reason": done["reason"],
                             "position_id": done["position_id"], "closed_position_id": done["closed_position_id"],
                             "events": ""})
+            if done["position_id"]:
+                taken.append(done.get("fallbacks", ""))
         if rep.events:
             actions.append({"hour": t, "action": "events", "reason": rep.reason, "position_id": None,
                             "closed_position_id": None, "events": "; ".join(rep.events)})
@@ -269,6 +276,7 @@ def run_backtest(
         actions=pd.DataFrame(actions, columns=["hour", "action", "reason", "position_id", "closed_position_id",
                                                "events"]),
         seconds=time.perf_counter() - t_start, phases=phases, parameters=choices_frame(choices),
+        assumptions=count_assumptions(taken, exchange.fills, exchange.fallback_fills),
         assets=tuple(sorted(mem.execute("SELECT DISTINCT asset FROM stg_funding_hourly").df()["asset"].astype(str))),
     )
     mem.close()

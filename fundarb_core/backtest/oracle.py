@@ -40,8 +40,9 @@ exchange, :class:`fundarb_core.simulation.paper_venue.PaperExchange`), so that t
   (the latest positive value at or before ``h`` and at most 24 h old, as the paper exchange): the thinner side of
   ``orderbook_depth`` (``least(bid, ask)``; the paper exchange uses the side the order hits, so where depth is
   known the oracle's impact can be a touch higher than the fill's — book depth is rarely in the data), else
-  ``open_interest.oi_usd``, else ``volatility.volume_usd_24h``; no impact when none is known (NaN → 0, as the
-  paper exchange).
+  ``open_interest.oi_usd``, else ``volatility.volume_usd_24h``; when none is known, the keeper's flat fallback
+  slippage (:func:`~fundarb_core.strategy.costs.fill_impact`, as the paper exchange; no impact when that fallback
+  is off).
 * **Start flat, end not forced flat.**  The path starts flat before ``start``; the state held at ``end`` is not
   closed, because the strategy backtest marks its open positions to market at the end without paying exits too.
   (A backtest that does liquidate at the end only pays more, so the bound stays a bound.)
@@ -69,7 +70,8 @@ import pandas as pd
 
 from fundarb_core.sql_macros import install_macros
 from fundarb_core.strategy.config import KeeperConfig
-from fundarb_core.strategy.costs import sqrt_impact
+from fundarb_core.strategy.costs import fill_impact
+from fundarb_core.strategy.fallbacks import slippage_fallback_frac
 from fundarb_core.times import to_naive_utc
 
 HOUR_US = 3_600_000_000
@@ -424,7 +426,8 @@ def oracle_inputs(
     grace_us = np.round(cfg.max_rate_age_intervals * interval * HOUR_US).astype(np.int64)
     listed = _listed(kidx, ts_us - start_us, grace_us, h_count)
 
-    impact = np.nan_to_num(sqrt_impact(size, _liquidity(conn, keys, a, b, h_count), cfg.base_impact), nan=0.0)
+    impact = np.nan_to_num(fill_impact(size, _liquidity(conn, keys, a, b, h_count), cfg.base_impact,
+                                       slippage_fallback_frac(cfg)), nan=0.0)
     spread2 = 2.0 * half_spread_bps * 1e-4
 
     out: dict[str, OracleInputs] = {}

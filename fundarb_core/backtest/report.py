@@ -24,13 +24,14 @@ Definitions (capital C = the venues' starting balances, ``hours`` = length of th
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import duckdb
 import numpy as np
 import pandas as pd
 
+from fundarb_core.backtest.assumptions import assumptions_block
 from fundarb_core.execution.performance import payment_metrics
 from fundarb_core.funding import HOURS_PER_YEAR
 
@@ -47,6 +48,8 @@ class LedgerView:
     final_marks: pd.DataFrame  # venue, asset, qty, mark
     half_spread_bps: float = 1.0
     label: str = ""
+    assumptions: dict[str, int] = field(default_factory=dict)  # data fallbacks used (backtest.assumptions)
+    assumption_values: dict[str, str] = field(default_factory=dict)  # … and what each assumes
 
 
 def _hours(equity: pd.Series) -> float:
@@ -156,6 +159,7 @@ def summarise(view: LedgerView, oracle_net_usd: float | None = None,
         "capture_ratio": (net / oracle_net_usd if oracle_net_usd else None),
         "per_asset": _group(contrib, ["asset"]),
         "per_pair": _group(contrib, ["asset", "short_venue", "long_venue"]),
+        "assumptions": dict(view.assumptions), "assumption_values": dict(view.assumption_values),
     }
     return out
 
@@ -190,6 +194,9 @@ def markdown(summary: dict[str, Any], top: int = 10) -> str:
         rows = pd.DataFrame(summary[key][:top])
         if len(rows):
             lines += [f"{title} (USD)", "", rows.to_markdown(index=False, floatfmt=",.2f"), ""]
+    block = assumptions_block(summary)
+    if block:
+        lines += ["Assumptions (data fallbacks)", "", "```", *block, "```", ""]
     return "\n".join(lines)
 
 

@@ -331,6 +331,7 @@ def _execute(ctx: CycleContext, action: Action, t: datetime, report: CycleReport
     if action.plan is not None and action.kind in ("switch", "enter"):
         pid, orders = open_plan(led, exchange, action.plan, t)
         done["position_id"] = pid
+        done["fallbacks"] = action.plan.details.get("fallbacks", "")  # the data fallbacks the plan stands on
         report.position_id = report.position_id or pid
         report.orders += orders
         report.events += repair_single_legs(led, exchange, t, cfg, rk)

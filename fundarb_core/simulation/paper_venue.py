@@ -10,13 +10,16 @@ change in one transaction — the same rules either way.
 Rules (each a choice the spec leaves open):
 
 * **Price** of ``(venue, asset)`` at the clock: the market view's paper price (book mid, else the last bar
-  close, else the funding rows' mark price, each at most 2 h old; :mod:`fundarb_core.storage.market_queries`);
-  when the venue has none, the same asset's price on another venue by the same rule (the legs are one
-  underlying; the bundled data has no Hyperliquid/Lighter bars).
+  close, each at most 2 h old; :mod:`fundarb_core.storage.market_queries`), else the price fallbacks of
+  :func:`fundarb_core.strategy.fallbacks.resolve_price` — the funding rows' mark price, then the same asset's
+  price on another venue (the legs are one underlying; the bundled data has no Hyperliquid/Lighter bars) — the
+  rule the planner checks a plan's legs against.
 * **Book top**: the data has mids, not quotes, so bid/ask = mid × (1 ∓ ``half_spread_bps``) (1 bp each side).
 * **Fills**: a limit sell at or below the bid (buy at or above the ask) fills at once at the touch moved by the
   keeper's √-impact (:func:`fundarb_core.strategy.costs.sqrt_impact`, ``base_impact`` of the config, liquidity
-  = that side's book depth, else open interest, else 24 h volume; no impact when none is known).  A limit that
+  = that side's book depth, else open interest, else 24 h volume; with none known the flat fallback slippage
+  of :func:`fundarb_core.strategy.costs.fill_impact`, the planner's cost — no impact when that fallback is
+  off).  :attr:`PaperVenue.fallback_fills` counts the fills that used a data fallback (price or slippage).  A limit that
   does not cross rests (``open``) and is re-tried at every :meth:`PaperVenue.advance_to`.  Fees: maker on
   opening orders, taker on ``reduce_only`` (exit) orders, the venue's schedule from ``KeeperConfig.fees``.
   ``reduce_only`` orders are capped at the position (a size above it closes it), and rejected without one.
@@ -50,11 +53,9 @@ from fundarb_core.execution.market_view import MarketView
 from fundarb_core.execution.venue import ExchangeError, OrderTimeout
 from fundarb_core.simulation.faults import FaultInjector, FaultKind, FaultPlan
 from fundarb_core.strategy.config import KeeperConfig
-from fundarb_core.strategy.costs import sqrt_impact
+from fundarb_core.strategy.costs import fill_impact
+from fundarb_core.strategy.fallbacks import fill_fallbacks, resolve_price, slippage_fallback_frac
 from fundarb_core.times import to_naive_dt
-
-_PRICE_SOURCES = {1: "book", 2: "candle", 3: "funding_mark", 0: "override"}
-
 
 
 @dataclass(frozen=True)
@@ -140,6 +141,8 @@ class PaperVenue:
         self.store = store
         self.state = store.load() if store is not None else PaperState.empty()
         self._version = 0
+        self.fills = 0  # fills made by this object (not stored: a count for the backtest's assumptions)
+        self.fallback_fills: dict[str, int] = {}  # of those, how many used each data fallback
         self._positions_cache: tuple[tuple[object, ...], dict[str, list[VenuePosition]]] | None = None
         if now is not None:
             self.state.clock = to_naive_dt(now)
@@ -187,14 +190,7 @@ class PaperVenue:
     def _price(self, venue: str, asset: str, at: datetime | None = None) -> tuple[float, str] | None:
         if (venue, asset) in self.price_overrides:
             return self.price_overrides[(venue, asset)], "override"
-        table = self.market.prices(at or self._clock())
-        got = table.get((venue, asset))
-        if got is not None:
-            return got[0], _PRICE_SOURCES[got[1]]
-        others = sorted((prio, -pd.Timestamp(ts).value, px) for (v, a), (px, prio, ts) in table.items() if a == asset)
-        if not others:
-            return None
-        return others[0][2], f"cross_venue_{_PRICE_SOURCES[others[0][0]]}"
+        return resolve_price(self.market.prices(at or self._clock()), venue, asset, self.config)
 
     def order_book_top(self, venue: str, asset: str) -> BookTop | None:
         p = self._price(venue, asset)
@@ -285,7 +281,8 @@ class PaperVenue:
         return order
 
     def _fill_terms(self, o: Order, partial: float | None) -> tuple[OrderStatus, float, float, float, str] | None:
-        """(status, qty, fill price, fee, reason), or None when the limit does not cross (the order rests)."""
+        """(status, qty, fill price, fee, reason), or None when the limit does not cross (the order rests); a fill
+        is counted in :attr:`fallback_fills` by the data fallbacks it used."""
         book = self.order_book_top(o.venue, o.asset)
         if book is None:
             return OrderStatus.REJECTED, 0.0, 0.0, 0.0, "no_price"
@@ -304,7 +301,12 @@ class PaperVenue:
             qty *= partial
             status = OrderStatus.PARTIAL
         liq = self.market.liquidity(o.venue, o.asset, self._clock(), buy)
-        impact = float(np.nan_to_num(sqrt_impact(qty * touch, liq, self.config.base_impact), nan=0.0))
+        impact = float(np.nan_to_num(fill_impact(qty * touch, liq, self.config.base_impact,
+                                                 slippage_fallback_frac(self.config)), nan=0.0))
+        if qty > 0:
+            self.fills += 1
+            for name in fill_fallbacks(book.source, not math.isnan(liq), self.config):
+                self.fallback_fills[name] = self.fallback_fills.get(name, 0) + 1
         px = touch * (1 + impact) if buy else touch * (1 - impact)
         fees = self.config.fees(o.venue)
         fee = qty * px * (fees.taker if o.reduce_only else fees.maker)

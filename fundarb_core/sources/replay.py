@@ -33,8 +33,16 @@ class DataLayoutError(DataFileError, FileNotFoundError):
     """The directory is not in the canonical layout, or one of its files cannot be read."""
 
 
+def _flat(data_dir: Path) -> bool:
+    """A directory holding the layout's files itself (``DIR/funding.parquet``) rather than under ``market/``."""
+    return not (Path(data_dir) / "market").is_dir() and (Path(data_dir) / f"{LAYOUT_FILES['funding_rates']}.parquet"
+                                                         ).is_file()
+
+
 def table_path(data_dir: Path, table: str) -> Path:
-    return Path(data_dir) / "market" / f"{LAYOUT_FILES[table]}.parquet"
+    """Where ``table`` lives: ``DIR/market/<file>.parquet``, or ``DIR/<file>.parquet`` for a flat directory (one
+    holding ``funding.parquet`` itself, e.g. a funding-only history)."""
+    return Path(data_dir) / ("" if _flat(data_dir) else "market") / f"{LAYOUT_FILES[table]}.parquet"
 
 
 _READ_ERRORS = (pa.ArrowException, OSError, ValueError)
@@ -90,10 +98,10 @@ class ReplaySource:
 
     def __init__(self, data_dir: str | Path | None = None) -> None:
         self.data_dir = Path(data_dir) if data_dir else default_data_dir()
-        if not (self.data_dir / "market").is_dir():
+        if not (self.data_dir / "market").is_dir() and not _flat(self.data_dir):
             raise DataLayoutError(
                 f"{self.data_dir} is not a fundarb data directory: expected {self.data_dir / 'market'}/"
-                f"{{{','.join(LAYOUT_FILES.values())}}}.parquet"
+                f"{{{','.join(LAYOUT_FILES.values())}}}.parquet (or {self.data_dir}/funding.parquet alone)"
             )
 
     def table(self, table: str) -> pd.DataFrame:
@@ -157,7 +165,7 @@ class ReplaySource:
                 hi.append(ts.max())
         if not lo:
             raise DataLayoutError(
-                f"{self.data_dir / 'market'}: no row with a plausible timestamp in any table "
+                f"{table_path(self.data_dir, 'funding_rates').parent}: no row with a plausible timestamp in any table "
                 f"({', '.join(f'{f}.parquet' for f in LAYOUT_FILES.values())}); point FUNDARB_DATA_DIR (or --data) at "
                 "a directory with data")
         return min(lo), max(hi)

@@ -18,8 +18,10 @@ Rules (choices; the keeper's config holds the numbers):
 * **open interest**, **book depth** (the thinner side), **mark** (the last bar close, else the book mid) —
   up to ``max_market_age_hours`` old; one open-interest row per stamp, USDT-quoted first;
 * **pair** statistics (``pair_features``, ``basis``) and **regime** labels — up to ``max_market_age_hours`` old;
-* **paper price** — book mid, else bar close, else the funding rows' mark price, each up to
-  ``max_price_age_hours`` old (two rows at one stamp: the lower price); **paper liquidity** per side — book depth
+* **funding mark** — the funding rows' latest mark price, up to ``funding_mark_hours`` old (the price fallback of
+  :mod:`fundarb_core.strategy.fallbacks`: ``fallback_price_max_age_hours`` while it is on);
+* **paper price** — book mid, else bar close (each up to ``max_price_age_hours`` old), else the funding mark
+  (two rows at one stamp: the lower price); **paper liquidity** per side — book depth
   of that side, else open interest, else 24 h volume, up to ``max_liquidity_age_hours`` old.
 
 :data:`KEEPER_TABLES` lists every table read here: the keeper's Dagster asset declares exactly these as parents.
@@ -37,6 +39,7 @@ import pandas as pd
 
 from fundarb_core.sql_macros import install_macros
 from fundarb_core.strategy.config import KeeperConfig
+from fundarb_core.strategy.fallbacks import funding_mark_age_hours
 
 KEEPER_TABLES: tuple[str, ...] = (
     "funding_rates", "open_interest", "orderbook_depth", "stg_funding_hourly", "stg_candles", "volatility",
@@ -58,6 +61,7 @@ class MarketAges:
     sigma_baseline_hours: int = 720
     price_hours: float = 2.0
     liquidity_hours: float = 24.0
+    funding_mark_hours: float = 2.0
 
     @classmethod
     def from_config(cls, config: KeeperConfig, price_hours: float = 2.0, liquidity_hours: float = 24.0) -> MarketAges:
@@ -65,13 +69,14 @@ class MarketAges:
                    rate_window_hours=math.ceil(config.max_rate_age_intervals * MAX_FUNDING_INTERVAL_HOURS),
                    market_hours=config.max_market_age_hours, sigma_hours=config.max_sigma_age_hours,
                    sigma_baseline_hours=int(config.sigma_baseline_hours), price_hours=float(math.ceil(price_hours)),
-                   liquidity_hours=float(math.ceil(liquidity_hours)))
+                   liquidity_hours=float(math.ceil(liquidity_hours)),
+                   funding_mark_hours=float(math.ceil(funding_mark_age_hours(config, price_hours))))
 
     @property
     def lookback_hours(self) -> float:
         """How far before the first instant any read reaches."""
         return max(self.rate_window_hours, self.sigma_hours + self.sigma_baseline_hours, self.market_hours,
-                   self.price_hours, self.liquidity_hours) + 1.0
+                   self.price_hours, self.liquidity_hours, self.funding_mark_hours) + 1.0
 
 
 def _since(back_hours: float) -> str:
@@ -126,6 +131,8 @@ def _venue_sql(a: MarketAges) -> str:
                  "mid_price, CASE WHEN bid_depth_usd IS NULL THEN ask_depth_usd WHEN ask_depth_usd IS NULL "
                  "THEN bid_depth_usd ELSE least(bid_depth_usd, ask_depth_usd) END AS depth_usd",
                  dedupe="mid_price, bid_depth_usd, ask_depth_usd", back=m)
+    fm = _src("funding_rates", key, "ts", "mark_price", "mark_price IS NOT NULL", dedupe="mark_price",
+              back=a.funding_mark_hours)
     return f"""
 WITH r AS {rates}, k AS {_keys(f"SELECT DISTINCT {key} FROM r")}
 SELECT k.as_of, k.venue, k.asset, r.venue_symbol, r.rate_per_hour, r.interval_hours,
@@ -135,13 +142,15 @@ SELECT k.as_of, k.venue, k.asset, r.venue_symbol, r.rate_per_hour, r.interval_ho
        CASE WHEN {_fresh("d", m)} THEN d.depth_usd END AS depth_usd,
        CASE WHEN {_fresh("v", a.sigma_hours)} AND {_fresh("v", m)} THEN v.volume_usd_24h END AS volume_usd_24h,
        CASE WHEN {_fresh("v", a.sigma_hours)} THEN v.sigma_daily END AS sigma_daily,
-       CASE WHEN {_fresh("v", a.sigma_baseline_hours)} THEN v.sigma_baseline END AS sigma_baseline
+       CASE WHEN {_fresh("v", a.sigma_baseline_hours)} THEN v.sigma_baseline END AS sigma_baseline,
+       CASE WHEN {_fresh("fm", a.funding_mark_hours)} THEN fm.mark_price END AS funding_mark_price
 FROM k
 ASOF JOIN r ON {_asof("r", key)}
 ASOF LEFT JOIN {vol} v ON {_asof("v", key)}
 ASOF LEFT JOIN {px} px ON {_asof("px", key)}
 ASOF LEFT JOIN {oi} oi ON {_asof("oi", key)}
 ASOF LEFT JOIN {depth} d ON {_asof("d", key)}
+ASOF LEFT JOIN {fm} fm ON {_asof("fm", key)}
 WHERE {_fresh("r", a.rate_window_hours)}
   AND rate_is_fresh(epoch(k.as_of - r.settled_at) / 3600, r.interval_hours, {a.rate_age_intervals})
 ORDER BY k.as_of, k.asset, k.venue
@@ -193,11 +202,11 @@ ORDER BY k.as_of, k.asset
 def _price_sql(a: MarketAges) -> str:
     """Price (and where it came from) and both sides' liquidity per instant × market."""
     key = "venue, asset"
-    h, q = a.price_hours, a.liquidity_hours
+    h, q, f = a.price_hours, a.liquidity_hours, a.funding_mark_hours
     book = _src("orderbook_depth", key, "ts", "mid_price AS px", "mid_price IS NOT NULL", dedupe="mid_price", back=h)
     bar = _src("stg_candles", key, "hour", "close AS px", back=h)
     mark = _src("funding_rates", key, "ts", "mark_price AS px", "mark_price IS NOT NULL", dedupe="mark_price",
-                back=h)
+                back=f)
     buy = _src("orderbook_depth", key, "ts", "coalesce(ask_depth_usd, bid_depth_usd) AS liq",
                "coalesce(ask_depth_usd, bid_depth_usd) > 0", dedupe="coalesce(ask_depth_usd, bid_depth_usd)",
                back=q)
@@ -216,7 +225,7 @@ j AS (
     SELECT k.as_of, k.venue, k.asset,
            CASE WHEN {_fresh("b1", h)} THEN b1.px END AS px1, b1.ts AS ts1,
            CASE WHEN {_fresh("b2", h)} THEN b2.px END AS px2, b2.ts AS ts2,
-           CASE WHEN {_fresh("b3", h)} THEN b3.px END AS px3, b3.ts AS ts3,
+           CASE WHEN {_fresh("b3", f)} THEN b3.px END AS px3, b3.ts AS ts3,
            coalesce(CASE WHEN {_fresh("lb", q)} THEN lb.liq END, CASE WHEN {_fresh("lo", q)} THEN lo.liq END,
                     CASE WHEN {_fresh("lv", q)} THEN lv.liq END) AS liq_buy,
            coalesce(CASE WHEN {_fresh("ls", q)} THEN ls.liq END, CASE WHEN {_fresh("lo", q)} THEN lo.liq END,

@@ -21,6 +21,17 @@ Choices the spec leaves open (each repeated where it is used):
   both smaller than daily volume, rounded to a conservative figure.
 * ``maintenance_margin`` = 0.5 % for the liquidation distance ``1 / L − mm`` (a price move against one leg,
   as a fraction of price): the lowest tier of the supported venues.
+* Data fallbacks (``fallbacks``, :mod:`fundarb_core.strategy.fallbacks`): what a plan assumes where a leg has no
+  liquidity measure, no σ, no price or no basis (funding-only histories).  All are on by default, because most
+  public history is funding-only and a keeper that cannot trade on it cannot be tested on it; each one can be
+  switched off, and the plan is then rejected with the reason named there.
+* ``fallback_slippage_bps`` = 5 bp per fill (one side of one leg, so 20 bp of notional for a round trip of both
+  legs), chosen from the √-impact law itself, not from any backtest: it is ``base_impact × sqrt(size /
+  liquidity)`` for an order of 0.25 % of the liquidity measure (a 10,000 USD order against 4 M USD of open
+  interest), the size of the smaller markets listed on two venues; majors cost less, the thinnest markets
+  the caps allow (5 % of OI) up to 22 bp.  The paper venue's 1 bp half spread is charged on top, as everywhere.
+* ``fallback_price_max_age_hours`` = 24 h: the funding rows' mark is the latest at or before the instant while it
+  is at most three 8 h settlements old (a missed settlement must not blank the price; older, the feed stopped).
 * Score normalisation scales (``score_*``) are fixed, not cross-sectional, so a score means the same thing in
   every cycle (the switching rule compares plans across cycles) and each plan's score depends on that plan
   only (so the vectorised planner and the per-pair reference agree exactly).
@@ -36,6 +47,11 @@ from fundarb_core.sql_macros import MAX_RATE_AGE_INTERVALS
 from fundarb_core.venues import VENUES, FeeSchedule
 
 MIN_SPREAD_UNIT_HOURS = 8.0
+
+FALLBACKS: tuple[str, ...] = (
+    "slippage", "size_caps", "leverage", "price_funding_mark", "price_other_venue", "basis",
+)
+"""The data fallbacks a plan or a fill may use (:mod:`fundarb_core.strategy.fallbacks` says what each assumes)."""
 """The time unit of :attr:`KeeperConfig.min_spread` (spec §4: "interval-normalised 8h unit")."""
 
 
@@ -138,6 +154,17 @@ class KeeperConfig:
     max_market_age_hours: float = 2.0  # OI, depth, volume, basis, pair stats
     max_sigma_age_hours: float = 48.0  # a 168 h σ moves slowly; a two-day-old estimate is still usable
     sigma_baseline_hours: float = 720.0  # σ baseline = median σ_daily over the trailing 30 days
+
+    # data fallbacks (fundarb_core.strategy.fallbacks): where a leg lacks a measure, assume instead of rejecting
+    fallbacks: frozenset[str] = frozenset(FALLBACKS)  # those in use; one left out rejects (or, for prices, fails)
+    fallback_slippage_bps: float = 5.0  # per fill, where a leg has no liquidity measure (module doc)
+    fallback_price_max_age_hours: float = 24.0  # the funding rows' mark as a price, at most this old
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.fallbacks) - set(FALLBACKS))
+        if unknown:
+            raise ValueError(f"KeeperConfig.fallbacks: unknown fallback(s) {', '.join(unknown)}; expected a subset "
+                             f"of {', '.join(FALLBACKS)}")
 
     @property
     def min_spread_per_hour(self) -> float:

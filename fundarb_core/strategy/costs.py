@@ -77,6 +77,16 @@ def sqrt_impact(size_usd: ArrayLike, liquidity_usd: ArrayLike, base_impact: floa
         return np.multiply(base_impact, np.sqrt(np.divide(size_usd, liquidity_usd)))
 
 
+def fill_impact(size_usd: ArrayLike, liquidity_usd: ArrayLike, base_impact: float,
+                fallback_frac: float = float("nan")) -> FloatArray:
+    """The slippage of one fill as a fraction of notional — the one rule the planner costs and the paper venue
+    charges: :func:`sqrt_impact` against a known liquidity measure, else the flat ``fallback_frac`` (the
+    ``slippage`` data fallback, :func:`fundarb_core.strategy.fallbacks.slippage_fallback_frac`; NaN when it is
+    switched off, so an unknown liquidity stays unknown)."""
+    liq = np.asarray(liquidity_usd, dtype="float64")
+    return np.where(np.isnan(liq), fallback_frac, sqrt_impact(size_usd, liq, base_impact))
+
+
 def entry_fees_usd(size_usd: ArrayLike, maker_short: ArrayLike, maker_long: ArrayLike) -> FloatArray:
     """Entry is two maker orders (limit at best bid / ask), one per leg, each on ``size`` notional."""
     return np.multiply(size_usd, np.add(maker_short, maker_long))
@@ -88,14 +98,16 @@ def exit_fees_usd(size_usd: ArrayLike, taker_short: ArrayLike, taker_long: Array
 
 
 def round_trip_slippage_usd(
-    size_usd: ArrayLike, liquidity_short: ArrayLike, liquidity_long: ArrayLike, base_impact: float
+    size_usd: ArrayLike, liquidity_short: ArrayLike, liquidity_long: ArrayLike, base_impact: float,
+    fallback_frac: float = float("nan"),
 ) -> FloatArray:
     """Slippage of entering and exiting both legs: ``2 × size × (impact_short + impact_long)``.
 
-    The exit is assumed to meet the same liquidity as the entry (the only estimate available at planning).
+    The exit is assumed to meet the same liquidity as the entry (the only estimate available at planning); each
+    impact is :func:`fill_impact` (a leg with no liquidity measure costs ``fallback_frac`` per fill).
     """
-    per_trip = np.add(sqrt_impact(size_usd, liquidity_short, base_impact), sqrt_impact(size_usd, liquidity_long,
-                                                                                        base_impact))
+    per_trip = np.add(fill_impact(size_usd, liquidity_short, base_impact, fallback_frac),
+                      fill_impact(size_usd, liquidity_long, base_impact, fallback_frac))
     return np.multiply(2.0, np.multiply(size_usd, per_trip))
 
 

@@ -23,8 +23,11 @@ Choices the spec leaves open (the formula modules document theirs):
 * Slippage in K: "expected slippage" is the one-way impact on the thinner leg at the size the un-adjusted K
   gives; when it exceeds 0.5 %, K gets +0.5 and the plan is re-sized once (a higher K only lowers L, size and
   slippage, so one pass is conservative and the fixed point is not needed).
-* Liquidity for slippage: book depth where known, else open interest, else 24 h volume; a plan with no measure
-  on a leg is rejected (``no_liquidity_data``): its cost cannot be estimated.
+* Liquidity for slippage: book depth where known, else open interest, else 24 h volume; a leg with no measure
+  costs the flat fallback slippage, and a plan that lacks a measure, σ, a price or a basis uses the data
+  fallbacks of :mod:`~fundarb_core.strategy.fallbacks` (named in its ``fallbacks`` column) or, with one
+  switched off, is rejected for it (``no_liquidity_data``, ``no_size_caps``, ``no_sigma``, ``no_price``,
+  ``basis_unknown``).
 * A candidate carries the first reason it fails, in the order of :data:`REASONS`.
 """
 
@@ -50,11 +53,12 @@ from fundarb_core.strategy.costs import (
     break_even_reject,
     entry_fees_usd,
     exit_fees_usd,
+    fill_impact,
     hourly_funding_return,
     plan_net_apy,
     round_trip_slippage_usd,
-    sqrt_impact,
 )
+from fundarb_core.strategy.fallbacks import mask_column, plan_fallbacks, slippage_fallback_frac
 from fundarb_core.strategy.leverage import adjusted_k, liquidation_distance, sigma_distance_leverage
 from fundarb_core.strategy.scoring import composite_score
 from fundarb_core.strategy.sizing import SIZE_CONSTRAINTS, below_min_size, low_volume, position_size
@@ -68,7 +72,8 @@ REASONS: tuple[str, ...] = (
     # discovery filters (candidates)
     "blacklisted", "cooldown", "regime_halt", "absurd_rate", "market_quality", "below_min_spread",
     # planning checks (plans)
-    "no_liquidity_data", "low_volume", "below_min_size", "break_even", "basis_zscore", "basis_payback",
+    "no_liquidity_data", "no_size_caps", "no_sigma", "no_price",  # missing data (fallbacks.py)
+    "low_volume", "below_min_size", "break_even", "basis_zscore", "basis_payback",
     "basis_fallback", "basis_unknown",
 )
 """Rejection reasons in priority order; a candidate or plan carries the first one it fails."""
@@ -239,16 +244,22 @@ def _plan_arrays(snapshot: Snapshot, cand: dict[str, np.ndarray], config: Keeper
         return lev, size, binding
 
     no_slip = np.full(n, np.nan)
+    slip_flat = slippage_fallback_frac(c)
+
+    def thin_impact(size: FloatArray) -> FloatArray:  # the thinner leg's; NaN when a leg has none (fallback off)
+        return np.maximum(fill_impact(size, liq_s, c.base_impact, slip_flat),
+                          fill_impact(size, liq_l, c.base_impact, slip_flat))
+
     k0 = adjusted_k(sigma, baseline, no_slip, win, c.holding_hours, c)
     _, size0, _ = sized(k0)
-    k = adjusted_k(sigma, baseline, sqrt_impact(size0, thin, c.base_impact), win, c.holding_hours, c)
+    k = adjusted_k(sigma, baseline, thin_impact(size0), win, c.holding_hours, c)
     lev, size, binding = sized(k)
-    slip_frac = sqrt_impact(size, thin, c.base_impact)
+    slip_frac = thin_impact(size)
 
     maker, taker = _fee_arrays(s.venues, c)
     entry = entry_fees_usd(size, maker[sv], maker[lv])
     exit_ = exit_fees_usd(size, taker[sv], taker[lv])
-    slip_usd = round_trip_slippage_usd(size, liq_s, liq_l, c.base_impact)
+    slip_usd = round_trip_slippage_usd(size, liq_s, liq_l, c.base_impact, slip_flat)
     total = entry + exit_ + slip_usd
     hourly = hourly_funding_return(expected * HOURS_PER_YEAR, size)
     be = break_even_hours(total, hourly)
@@ -258,6 +269,7 @@ def _plan_arrays(snapshot: Snapshot, cand: dict[str, np.ndarray], config: Keeper
     b = s.basis_bp.ravel()[flat]
     b_mean, b_std, b_n = s.basis_mean_bp.ravel()[flat], s.basis_std_bp.ravel()[flat], s.basis_n.ravel()[flat]
     z_rej, pay_rej, fb_rej = basis_checks(b, b_mean, b_std, b_n, size, hourly, c)
+    fallback_mask, missing = plan_fallbacks(s, a, av_s, av_l, liq_s, liq_l, oi_s, oi_l, vol_s, vol_l, sigma, b, c)
 
     consistency = s.consistency.ravel()[flat]
     mean_spread = s.mean_spread_per_hour.ravel()[flat]
@@ -266,14 +278,17 @@ def _plan_arrays(snapshot: Snapshot, cand: dict[str, np.ndarray], config: Keeper
     score = composite_score(consistency, rate_for_score, np.where(np.isnan(oi_min), thin, oi_min), be, c)
 
     code = _first_reason([
-        ("no_liquidity_data", np.isnan(thin)),
+        ("no_liquidity_data", missing["no_liquidity_data"]),
+        ("no_size_caps", missing["no_size_caps"]),
+        ("no_sigma", missing["no_sigma"]),
+        ("no_price", missing["no_price"]),
         ("low_volume", low_volume(vol_s, vol_l, c)),
         ("below_min_size", below_min_size(size, c)),
         ("break_even", break_even_reject(be, net_usd, c.max_break_even_hours)),
         ("basis_zscore", z_rej),
         ("basis_payback", pay_rej),
         ("basis_fallback", fb_rej),
-        ("basis_unknown", np.isnan(b) & c.require_basis),
+        ("basis_unknown", missing["basis_unknown"]),
     ], n)
     return {
         "asset_idx": a, "short_idx": sv, "long_idx": lv,
@@ -287,6 +302,7 @@ def _plan_arrays(snapshot: Snapshot, cand: dict[str, np.ndarray], config: Keeper
         "k": k, "sigma_daily": sigma, "expected_slippage": slip_frac,
         "binding_constraint": binding, "expected_net_usd": net_usd,
         "gross_apy": expected * HOURS_PER_YEAR * lev, "basis_bp": b, "basis_z": basis_z(b, b_mean, b_std, b_n, c),
+        "fallbacks": fallback_mask,
         "reason_code": code,
     }
 
@@ -295,6 +311,7 @@ def _plans_frame(snapshot: Snapshot, arrays: dict[str, np.ndarray]) -> pd.DataFr
     arrays = dict(arrays)
     arrays["binding_constraint"] = pd.Categorical.from_codes(arrays["binding_constraint"],
                                                              dtype=_dtype(tuple(SIZE_CONSTRAINTS)))
+    arrays["fallbacks"] = mask_column(arrays["fallbacks"])
     return _frame(snapshot, arrays, PLAN_COLUMNS)
 
 
@@ -310,7 +327,8 @@ def build_plans(candidates: pd.DataFrame, snapshot: Snapshot, config: KeeperConf
     ``expected_hourly_return_usd``, ``break_even_hours``, ``expected_apy`` (net, on one leg's margin),
     ``basis_risk_bp``, ``liquidation_distance``, ``score``), ``valid`` and ``reason``, and the working
     figures (``k``, ``sigma_daily``, ``expected_slippage``, ``binding_constraint``, ``expected_net_usd``,
-    ``gross_apy``, ``basis_bp``, ``basis_z``, spreads and intervals, grid indices).  Rows keep grid order.
+    ``gross_apy``, ``basis_bp``, ``basis_z``, spreads and intervals, grid indices) and ``fallbacks`` (the data
+    fallbacks the plan uses, comma-separated; :mod:`~fundarb_core.strategy.fallbacks`).  Rows keep grid order.
 
     The score is computed here, not at discovery, because its break-even term needs the plan's costs.
     """

@@ -8,7 +8,9 @@ Schema (``A`` assets, ``V`` venues; NaN = unknown):
 
 * per (asset, venue) ``(A, V)``: ``rate_per_hour`` (NaN = not listed or stale), ``interval_hours``,
   ``mark_price``, ``oi_usd``, ``depth_usd``, ``volume_usd_24h``, ``sigma_daily``, ``sigma_baseline``,
-  ``exec_attempts`` / ``exec_failures`` (recent executions on the market, for the market-quality filter);
+  ``exec_attempts`` / ``exec_failures`` (recent executions on the market, for the market-quality filter),
+  ``funding_mark_price`` (the funding rows' latest mark: the price fallback of
+  :mod:`~fundarb_core.strategy.fallbacks`; ``mark_price`` is the bar close or book mid);
 * per ordered pair ``(A, V, V)`` indexed ``[asset, short venue, long venue]``: ``consistency`` (share of the
   last 168 h with a positive spread), ``mean_spread_per_hour`` (trailing 168 h), ``win_rate``, ``basis_bp``,
   ``basis_mean_bp``, ``basis_std_bp``, ``basis_n``, ``twap_size_usd`` (the TWAP optimiser's size, NaN where none)
@@ -38,7 +40,7 @@ BoolArray = npt.NDArray[np.bool_]
 
 VENUE_FIELDS: tuple[str, ...] = (
     "rate_per_hour", "interval_hours", "mark_price", "oi_usd", "depth_usd", "volume_usd_24h", "sigma_daily",
-    "sigma_baseline", "exec_attempts", "exec_failures",
+    "sigma_baseline", "exec_attempts", "exec_failures", "funding_mark_price",
 )
 PAIR_FIELDS: tuple[str, ...] = (
     "consistency", "mean_spread_per_hour", "win_rate", "basis_bp", "basis_mean_bp", "basis_std_bp", "basis_n",
@@ -64,6 +66,7 @@ class Snapshot:
     sigma_baseline: FloatArray
     exec_attempts: FloatArray
     exec_failures: FloatArray
+    funding_mark_price: FloatArray
     consistency: FloatArray
     mean_spread_per_hour: FloatArray
     win_rate: FloatArray

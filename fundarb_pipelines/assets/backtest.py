@@ -20,6 +20,7 @@ import duckdb as duckdb_lib
 import pandas as pd
 from pydantic import Field
 
+from fundarb_core.backtest.assumptions import assumptions_markdown
 from fundarb_core.backtest.engine import BacktestConfig, market_replica
 from fundarb_core.backtest.leverage_safety import leverage_safety as run_leverage_safety
 from fundarb_core.backtest.leverage_safety import safety_table
@@ -127,6 +128,7 @@ def strategy_backtest(context: dg.AssetExecutionContext, config: BacktestRunConf
     return dg.Output(res.summaries, metadata={
         "period": f"{start} → {end}", "comparison": dg.MetadataValue.md(table.to_markdown(index=False)),
         "report": dg.MetadataValue.md(report), "plots": dg.MetadataValue.md(embedded(res.plots)),
+        "assumptions": dg.MetadataValue.md(assumptions_markdown(res.summaries)),
         "equity_vs_oracle_png": dg.MetadataValue.path(str(res.plots["equity_vs_oracle"])),
         "mlflow_run_id": run_id, "forecast_rows": res.forecasts_rows})
 
@@ -163,10 +165,13 @@ def fee_regimes(context: dg.AssetExecutionContext, config: BacktestRunConfig, du
                 mlflow_tracking: MlflowTracking) -> dg.Output[list[dict[str, object]]]:
     start, end, base, res = _suite(context, config, duckdb, "fee_regimes", FEE_REGIMES)
     table = comparison_table(res.summaries)
+    assumptions = assumptions_markdown(res.summaries)
     run_id = log_report("fee_regimes", params=_params(base), summaries=res.summaries, plots=res.plots,
-                        markdown=table.to_markdown(index=False), tracking_uri=mlflow_tracking.uri())
+                        markdown=table.to_markdown(index=False) + "\n\n" + assumptions,
+                        tracking_uri=mlflow_tracking.uri())
     return dg.Output(res.summaries, metadata={
         "period": f"{start} → {end}", "regimes": dg.MetadataValue.md(table.to_markdown(index=False)),
+        "assumptions": dg.MetadataValue.md(assumptions),
         "plots": dg.MetadataValue.md(embedded({k: v for k, v in res.plots.items() if k == "equity_vs_oracle"})),
         "mlflow_run_id": run_id})
 

@@ -92,9 +92,56 @@ def _size(s: Snapshot, si: int, li: int, lev: float, oi_s: float, oi_l: float, v
 
 
 def _impact(size: float, liquidity: float, c: KeeperConfig) -> float:
-    if math.isnan(liquidity):
-        return math.nan
+    if math.isnan(liquidity):  # the flat fallback slippage per fill, or unknown when it is off
+        return c.fallback_slippage_bps / 1e4 if "slippage" in c.fallbacks else math.nan
     return c.base_impact * math.sqrt(size / liquidity) if liquidity > 0 else math.inf
+
+
+def _thin_impact(size: float, liq_s: float, liq_l: float, c: KeeperConfig) -> float:
+    a, b = _impact(size, liq_s, c), _impact(size, liq_l, c)
+    return math.nan if math.isnan(a) or math.isnan(b) else max(a, b)
+
+
+def _priced(s: Snapshot, i: int, j: int, c: KeeperConfig) -> tuple[bool, bool]:
+    """(own book/bar price, funding-mark price allowed) of one market."""
+    own = _known(float(s.mark_price[i, j]))
+    mark = _known(float(s.funding_mark_price[i, j])) and "price_funding_mark" in c.fallbacks
+    return own, mark
+
+
+def _fallbacks(s: Snapshot, c: KeeperConfig, i: int, legs: tuple[int, int], liq: tuple[float, float],
+               oi_vol: tuple[float, ...], sigma: float, basis: float) -> tuple[list[str], dict[str, bool]]:
+    """(fallbacks used, missing-data rejections) of one plan, by the rules of strategy/fallbacks.py."""
+    missing = {
+        "no_liquidity_data": any(math.isnan(x) for x in liq),
+        "no_size_caps": all(math.isnan(x) for x in oi_vol),
+        "no_sigma": math.isnan(sigma),
+        "basis_unknown": math.isnan(basis),
+    }
+    switch = {"no_liquidity_data": "slippage", "no_size_caps": "size_caps", "no_sigma": "leverage",
+              "basis_unknown": "basis"}
+    used = [switch[r] for r in missing if missing[r] and switch[r] in c.fallbacks]
+    rejected = {r: missing[r] and switch[r] not in c.fallbacks for r in missing}
+    if c.require_basis and missing["basis_unknown"]:
+        rejected["basis_unknown"] = True
+        used = [u for u in used if u != "basis"]
+    any_price = any(any(_priced(s, i, j, c)) for j in range(s.n_venues))
+    other_ok = any_price and "price_other_venue" in c.fallbacks
+    by_mark = by_other = no_price = False
+    for j in legs:
+        own, mark = _priced(s, i, j, c)
+        if own:
+            continue
+        if mark:
+            by_mark = True
+        elif other_ok:
+            by_other = True
+        else:
+            no_price = True
+    used += ["price_funding_mark"] * by_mark + ["price_other_venue"] * by_other
+    rejected["no_price"] = no_price
+    order = ("slippage", "size_caps", "leverage", "price_funding_mark", "price_other_venue", "basis")
+    return sorted(used, key=order.index), rejected
 
 
 def _score(consistency: float, rate: float, liquidity: float, be: float, c: KeeperConfig) -> float:
@@ -162,7 +209,7 @@ def reference_cycle(snapshot: Snapshot, config: KeeperConfig | None = None) -> t
     cand_df = pd.DataFrame(cands, columns=["asset", "short_venue", "long_venue", "spread_per_hour", "valid", "reason",
                                            "expected_spread_per_hour"])
     plan_cols = ["asset", "short_venue", "long_venue", *PLAN_COLUMNS, "valid", "reason", "k", "sigma_daily",
-                 "expected_slippage", "binding_constraint", "expected_net_usd", "basis_z"]
+                 "expected_slippage", "binding_constraint", "expected_net_usd", "basis_z", "fallbacks"]
     return cand_df, pd.DataFrame(plans, columns=plan_cols)
 
 
@@ -180,7 +227,7 @@ def _plan(s: Snapshot, c: KeeperConfig, i: int, si: int, li: int, spread: float,
     # leverage and size: K without the slippage term, then once more with it
     k = _k(sigma, baseline, math.nan, win, c)
     size0, _ = _size(s, si, li, _leverage(k, sigma, c), oi_s, oi_l, vol_s, vol_l, twap, c)
-    k = _k(sigma, baseline, _impact(size0, thin, c), win, c)
+    k = _k(sigma, baseline, _thin_impact(size0, liq_s, liq_l, c), win, c)
     lev = _leverage(k, sigma, c)
     size, binding = _size(s, si, li, lev, oi_s, oi_l, vol_s, vol_l, twap, c)
 
@@ -206,9 +253,16 @@ def _plan(s: Snapshot, c: KeeperConfig, i: int, si: int, li: int, spread: float,
     else:
         payback = 0.0 if _known(b) else math.nan
 
+    used, missing = _fallbacks(s, c, i, (si, li), (liq_s, liq_l), (oi_s, oi_l, vol_s, vol_l), sigma, b)
     reason = None
-    if math.isnan(thin):
+    if missing["no_liquidity_data"]:
         reason = "no_liquidity_data"
+    elif missing["no_size_caps"]:
+        reason = "no_size_caps"
+    elif missing["no_sigma"]:
+        reason = "no_sigma"
+    elif missing["no_price"]:
+        reason = "no_price"
     elif _nanmin(vol_s, vol_l) < c.min_volume_usd:
         reason = "low_volume"
     elif not size >= c.min_position_usd:
@@ -221,7 +275,7 @@ def _plan(s: Snapshot, c: KeeperConfig, i: int, si: int, li: int, spread: float,
         reason = "basis_payback"
     elif math.isnan(z) and abs(b) > c.max_basis_risk_bps:
         reason = "basis_fallback"
-    elif math.isnan(b) and c.require_basis:
+    elif missing["basis_unknown"]:
         reason = "basis_unknown"
     assert reason is None or reason in REASONS
 
@@ -236,6 +290,6 @@ def _plan(s: Snapshot, c: KeeperConfig, i: int, si: int, li: int, spread: float,
         "break_even_hours": be, "expected_apy": apy, "basis_risk_bp": max(-b, 0.0) if _known(b) else math.nan,
         "liquidation_distance": max(1.0 / lev - c.maintenance_margin, 0.0), "score": score,
         "valid": reason is None, "reason": reason, "k": k, "sigma_daily": sigma,
-        "expected_slippage": _impact(size, thin, c), "binding_constraint": SIZE_CONSTRAINTS[binding],
-        "expected_net_usd": net, "basis_z": z,
+        "expected_slippage": _thin_impact(size, liq_s, liq_l, c), "binding_constraint": SIZE_CONSTRAINTS[binding],
+        "expected_net_usd": net, "basis_z": z, "fallbacks": ",".join(used),
     }
