@@ -21,6 +21,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
+from fundarb_core.backtest.horizon_inputs import research_slippage_bps
 from fundarb_core.backtest.parameter_search import PREDICTOR_GRID, RULE_GRID, choices_frame, choose_parameters
 from fundarb_core.backtest.research_sim import ResearchMarket, simulate
 from fundarb_core.storage.market_queries import spread_history
@@ -39,7 +40,8 @@ def main() -> None:
         panel = spread_history(conn, pd.Timestamp("2000-01-01").to_pydatetime(),
                                pd.Timestamp(args.end).to_pydatetime())
     t0 = time.perf_counter()
-    market = ResearchMarket.from_panel(panel, KeeperConfig(), half_spread_bps=1.0)
+    cfg = KeeperConfig()
+    market = ResearchMarket.from_panel(panel, cfg, half_spread_bps=1.0, slippage_bps=research_slippage_bps(cfg))
     build_s = time.perf_counter() - t0
     hours, pairs = market.history.spread.shape
     assets = market.history.pairs["asset"].nunique()

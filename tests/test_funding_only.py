@@ -25,11 +25,12 @@ from fundarb_core.sources.replay import BUNDLED_DATA_DIR
 from fundarb_core.storage.market_view import WarehouseMarketView
 from fundarb_core.strategy import KeeperConfig, Snapshot, plan_cycle
 from fundarb_core.strategy.config import FALLBACKS
+from fundarb_core.strategy.expected_spread import PredictorParams
 from fundarb_pipelines.cli import main
 from tests.conftest import real_db
 from tests.keeper_support import snapshot_at
 
-WINDOW = (pd.Timestamp("2026-03-12", tz="UTC"), pd.Timestamp("2026-03-20", tz="UTC"))
+WINDOW = (pd.Timestamp("2026-03-01", tz="UTC"), pd.Timestamp("2026-03-20", tz="UTC"))
 AS_OF = pd.Timestamp("2026-03-18 12:00")
 CFG = KeeperConfig()
 FLAT = CFG.fallback_slippage_bps * 1e-4
@@ -55,7 +56,11 @@ def snap(conn: duckdb.DuckDBPyConnection) -> Snapshot:
 
 @pytest.fixture(scope="module")
 def run(conn: duckdb.DuckDBPyConnection) -> BacktestRun:
-    return run_backtest(conn, BacktestConfig(start="2026-03-17", end="2026-03-19", strategy="keeper"))
+    """The default keeper's rule with a quick predictor (one of the search grid's) and a long horizon, so two
+    days of funding-only data see entries."""
+    return run_backtest(conn, BacktestConfig(start="2026-03-17", end="2026-03-19", strategy="keeper",
+                                             walk_forward=False, predictor=PredictorParams((24, 168), 0.0),
+                                             keeper=replace(CFG, holding_hours=720.0, entry_margin=0.0)))
 
 
 def test_a_funding_only_snapshot_has_rates_and_funding_marks_only(snap: Snapshot) -> None:
@@ -168,12 +173,12 @@ def test_cli_backtests_a_directory_holding_only_funding_parquet(tmp_path: Path,
     rows = _funding_window(pd.Timestamp("2026-03-15", tz="UTC"), pd.Timestamp("2026-03-20", tz="UTC"))
     rows.to_parquet(flat / "funding.parquet", index=False)
     rc = main(["backtest", "--data", str(flat), "--start", "2026-03-18", "--end", "2026-03-19", "--strategy",
-               "keeper", "--no-mlflow"])
+               "keeper_spec", "--no-mlflow"])  # the spec's eager rule trades on three days of history
     out = capsys.readouterr().out
     assert rc == 0, out
     lines = out.splitlines()
-    assert lines[0].split()[:3] == ["run", "net_apr", "net_pnl"] and lines[1].startswith("keeper, real fees")
-    head = next(i for i, line in enumerate(lines) if line.startswith("assumptions — keeper, real fees: "))
+    assert lines[0].split()[:3] == ["run", "net_apr", "net_pnl"] and lines[1].startswith("keeper (spec rule), real fees")
+    head = next(i for i, line in enumerate(lines) if line.startswith("assumptions — keeper (spec rule), real fees: "))
     assert int(lines[head].split(": ")[1].split()[0]) >= 1  # plans taken
     assert any(line.startswith("  slippage: 5 bp per fill") for line in lines[head:])
 

@@ -25,6 +25,13 @@ if TYPE_CHECKING:
     from fundarb_core.backtest.engine import BacktestConfig, Strategy
 
 KEYS = ["hour", "asset", "short_venue", "long_venue"]
+
+
+def research_slippage_bps(kcfg: KeeperConfig) -> float:
+    """The slippage the research simulator charges per fill: the keeper's flat fallback, which most legs of the
+    bundled and public histories pay (no liquidity measure); where a measure exists the keeper's √-impact is
+    usually lower, so the search ranks settings on slightly conservative costs."""
+    return kcfg.fallback_slippage_bps if "slippage" in kcfg.fallbacks else 0.0
 DATA_EPOCH = datetime(2000, 1, 1)
 """Before any funding history: the parameter search reads everything before a backtest's end."""
 
@@ -42,7 +49,7 @@ def horizon_inputs(conn: duckdb.DuckDBPyConnection, config: BacktestConfig, kcfg
     change) and its rows at an hour depend only on settlements up to one interval after it, which the search
     never scores (``SETTLEMENT_LAG_HOURS``) and the predictor never reads (observed spreads only)."""
     panel = spread_history(conn, DATA_EPOCH, config.end.to_pydatetime())
-    market = ResearchMarket.from_panel(panel, kcfg, config.half_spread_bps)
+    market = ResearchMarket.from_panel(panel, kcfg, config.half_spread_bps, research_slippage_bps(kcfg))
     if config.walk_forward:
         choices = choose_parameters(market, config.start, config.end)
     else:
@@ -76,7 +83,7 @@ def live_inputs(conn: duckdb.DuckDBPyConnection, now: datetime, kcfg: KeeperConf
     t = pd.Timestamp(now).floor("h")
     if walk_forward:
         panel = spread_history(conn, DATA_EPOCH, (t + pd.Timedelta(hours=1)).to_pydatetime())
-        market = ResearchMarket.from_panel(panel, kcfg, half_spread_bps)
+        market = ResearchMarket.from_panel(panel, kcfg, half_spread_bps, research_slippage_bps(kcfg))
         choice = choose_parameters(market, t, t + pd.Timedelta(hours=1))[0]
     else:
         panel = None
