@@ -54,9 +54,10 @@ from fundarb_core.strategy.config import KeeperConfig
 from fundarb_core.times import to_naive_utc
 from fundarb_core.venues import VENUES, FeeSchedule
 
-Strategy = Literal["keeper", "keeper_forecast", "naive"]
-STRATEGIES: tuple[Strategy, ...] = ("keeper", "keeper_forecast", "naive")
-STRATEGY_LABELS = {"keeper": "keeper", "keeper_forecast": "keeper + forecasts", "naive": "naive 24h"}
+Strategy = Literal["keeper", "keeper_forecast", "naive", "patient"]
+STRATEGIES: tuple[Strategy, ...] = ("keeper", "keeper_forecast", "naive", "patient")
+STRATEGY_LABELS = {"keeper": "keeper", "keeper_forecast": "keeper + forecasts", "naive": "naive 24h",
+                   "patient": "patient 336h"}
 
 BAR_CLOSE_SQL = "ts + to_minutes(bar_minutes(timeframe))"
 REPLICA_TABLES: Mapping[str, tuple[str, str]] = MappingProxyType({
@@ -196,6 +197,10 @@ def run_backtest(
     phases = {"replica": time.perf_counter() - t_start}
     venues = config.venues or traded_venues(mem, config.start, config.end)
     kcfg = config.keeper_config(venues)
+    if config.strategy == "patient":  # the patient rule plans on its own causal trailing means (policies module)
+        from fundarb_core.backtest.policies import patient_config, trailing_mean_forecasts
+        kcfg = patient_config(kcfg)
+        forecasts = trailing_mean_forecasts(mem, config.start, config.end, assets=config.assets)
     risk = replace(config.risk, kill_switch_env="")  # module doc: the live kill switch does not rewrite history
     capital = {v: float(config.capital_per_venue_usd) for v in venues}
     market = WarehouseMarketView(mem, kcfg, read_ahead_hours=168 if persistent else 0)
@@ -210,11 +215,14 @@ def run_backtest(
     if config.strategy == "naive":
         from fundarb_core.backtest.policies import naive_trailing_choice
         chooser = naive_trailing_choice
+    elif config.strategy == "patient":
+        from fundarb_core.backtest.policies import patient_choice
+        chooser = patient_choice
     ctx = CycleContext(market, exchange, ledger, kcfg, risk, venues=venues, assets=config.assets,
                        baseline_forecast="mean_24h" if config.strategy == "naive" else "none", chooser=chooser,
                        record_decisions=config.record_decisions, full_performance=False)
     by_hour: dict[pd.Timestamp, pd.DataFrame] = {}
-    if config.strategy == "keeper_forecast" and forecasts is not None and len(forecasts):
+    if config.strategy in ("keeper_forecast", "patient") and forecasts is not None and len(forecasts):
         fc = forecasts.assign(hour=pd.to_datetime(forecasts["hour"]))
         by_hour = {pd.Timestamp(h): g.drop(columns="hour") for h, g in fc.groupby("hour", sort=True)}
 
