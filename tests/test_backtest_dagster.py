@@ -52,12 +52,13 @@ def test_backtest_assets_materialise_with_reports_plots_and_mlflow_runs(bt_db: P
     strat = res.asset_materializations_for_node("strategy_backtest")[0].metadata
     assert strat["period"].value == "2026-01-14 00:00:00 → 2026-01-14 12:00:00"
     table = strat["comparison"].value
-    for label in ("keeper, real fees", "keeper + forecasts, real fees", "naive 24h, real fees"):
+    for label in ("keeper, real fees", "keeper + forecasts, real fees", "naive 24h, real fees",
+                  "patient 336h, real fees"):
         assert label in table
     assert "capture_ratio" in table and "data:image/png;base64," in strat["plots"].value
     assert Path(strat["equity_vs_oracle_png"].value).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     summaries = res.output_for_node("strategy_backtest")
-    assert [s["strategy"] for s in summaries] == ["keeper", "keeper_forecast", "naive"]
+    assert [s["strategy"] for s in summaries] == ["keeper", "keeper_forecast", "naive", "patient"]
     assert all(s["hours"] == 12 for s in summaries)
     fees = res.output_for_node("fee_regimes")
     assert [s["fee_bps"] for s in fees] == [0.0, 1.44, 4.5, None]

@@ -264,7 +264,7 @@ def regime_curves(result: SuiteResult) -> dict[str, dict[str, pd.Series]]:
     from fundarb_core.backtest.engine import STRATEGY_LABELS
 
     out: dict[str, dict[str, pd.Series]] = {}
-    for run in result.runs:
+    for run in sorted(result.runs, key=lambda r: (r.config.fee_bps is not None, r.config.fee_bps or 0.0)):
         key = fee_label(run.config.fee_bps)
         out.setdefault(key, {})[STRATEGY_LABELS[run.config.strategy]] = run.equity - run.capital_usd
     return out
