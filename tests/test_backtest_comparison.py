@@ -15,13 +15,13 @@ from fundarb_pipelines.cli import main
 from tests.conftest import window_tables, write_layout
 
 ASSETS = ("BTC", "ETH", "SOL")
-# eight hours across a month boundary, after three weeks of history (the patient rule's 14-day means need one)
+# eight hours across a month boundary, after ten days of history (the patient rule needs 7 of its 14 days)
 START, END = "2026-01-31 20:00", "2026-02-01 04:00"
 
 
 def _data(root: Path) -> Path:
     bundled = {t: pd.read_parquet(BUNDLED_DATA_DIR / "market" / f"{f}.parquet") for t, f in LAYOUT_FILES.items()}
-    tables = window_tables(bundled, "2026-01-10", "2026-02-02")
+    tables = window_tables(bundled, "2026-01-22", "2026-02-02")
     keep = "|".join(ASSETS)
     return write_layout(root, {t: f[f["venue_symbol"].astype(str).str.contains(keep)].reset_index(drop=True)
                                if "venue_symbol" in f else f for t, f in tables.items()})
