@@ -246,7 +246,13 @@ def backtest(args: argparse.Namespace) -> dict[str, object]:
                         fee_regimes=FEE_REGIMES if (args.fee_regimes or args.all_policies) else None,
                         out_dir=Path(args.out) if args.out else None, progress=bar.note,
                         on_hour=lambda *_: bar.advance(), workers=args.workers, grid=args.all_policies)
-    report = "\n\n".join(markdown(s) for s in res.summaries)
+    doc, parts = None, [markdown(s) for s in res.summaries]
+    if args.all_policies:  # the comparison table: first in the report, CSV in MLflow, JSON below
+        from fundarb_core.backtest.comparison import comparison, comparison_frame, comparison_text, to_json
+
+        doc = comparison(res)
+        parts.insert(0, f"```\n{comparison_text(doc)}\n```")
+    report = "\n\n".join(parts)
     if args.out:
         (Path(args.out) / "report.md").write_text(report)
     params = {"data": str(data_dir), "start": str(base.start), "end": str(base.end),
@@ -256,15 +262,13 @@ def backtest(args: argparse.Namespace) -> dict[str, object]:
     if not args.no_mlflow:
         run_id = log_report("fee_regimes" if args.fee_regimes and not args.all_policies else "strategy_backtest",
                             params=params,
-                            summaries=res.summaries, plots=res.plots, markdown=report)
+                            summaries=res.summaries, plots=res.plots, markdown=report,
+                            tables={"comparison": comparison_frame(doc)} if doc is not None else None)
     oracles = {k: {"slots_net_usd": o.slots_net_usd, "all_assets_net_usd": o.all_assets_net_usd,
                    "per_asset": o.table.to_dict(orient="records")} for k, o in res.oracles.items()}
     out: dict[str, object] = {"config": params, "runs": res.summaries, "oracle": oracles, "mlflow_run_id": run_id,
                               "plots": {k: str(v) for k, v in res.plots.items()}}
-    if args.all_policies:
-        from fundarb_core.backtest.comparison import comparison, to_json
-
-        doc = comparison(res)
+    if doc is not None:
         out["comparison"] = doc
         path = Path(args.comparison_json) if args.comparison_json else (
             Path(args.out) / "comparison.json" if args.out else None)

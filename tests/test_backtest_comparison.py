@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from fundarb_core.backtest.comparison import comparison_frame
 from fundarb_core.schema import LAYOUT_FILES
 from fundarb_core.sources.replay import BUNDLED_DATA_DIR
 from fundarb_pipelines.cli import main
@@ -48,6 +49,12 @@ def test_comparison_json_is_identical_across_runs_and_workers(runs: tuple[Path, 
         assert [p["policy"] for p in reg["policies"]] == ["naive 24h", "patient 336h", "keeper", "keeper + forecasts",
                                                           "oracle (slots)"]
     assert (b.parent / "policies_vs_oracle.png").stat().st_size > 0
+    report = runs[2]  # the markdown report opens with the comparison as text
+    assert report.startswith("```\npolicies vs the cost-aware oracle") and "cap 2026-02" in report
+    frame = comparison_frame(doc)  # the flat table MLflow stores: a row per regime × policy × (total, months)
+    assert len(frame) == 4 * 5 * 3 and set(frame["month"]) == {"total", "2026-01", "2026-02"}
+    total = frame[(frame["fees"] == "real fees") & (frame["policy"] == "patient 336h") & (frame["month"] == "total")]
+    assert total["net_apr"].item() == doc["regimes"][0]["policies"][1]["net_apr"]
 
 
 def test_monthly_figures_add_up_to_the_totals(runs: tuple[Path, Path, str]) -> None:

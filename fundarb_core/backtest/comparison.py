@@ -189,6 +189,20 @@ def to_json(doc: dict[str, Any]) -> str:
     return json.dumps(doc, indent=1, allow_nan=False) + "\n"
 
 
+def comparison_frame(doc: dict[str, Any]) -> pd.DataFrame:
+    """The document as one flat table (a row per fee regime × policy × period, ``month`` = ``total`` or
+    ``YYYY-MM``): what MLflow stores as CSV and a notebook filters."""
+    keys = ("net_pnl_usd", "net_apr", "sharpe", "max_drawdown", "turnover", "capture_ratio")
+    rows = []
+    for reg in doc["regimes"]:
+        for p in reg["policies"]:
+            rows.append({"fees": reg["fees"], "policy": p["policy"], "month": "total", **{k: p[k] for k in keys},
+                         "capture_all_assets": p["capture_all_assets"]})
+            rows += [{"fees": reg["fees"], "policy": p["policy"], "month": m["month"], **{k: m[k] for k in keys},
+                      "capture_all_assets": None} for m in p["months"]]
+    return pd.DataFrame(rows)
+
+
 def _pct(v: Any) -> str:
     return "—" if v is None else f"{100 * v:.2f} %"
 
