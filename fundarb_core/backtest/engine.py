@@ -6,8 +6,9 @@ reconcile, single legs, health (reduce < 1.5, close < 1.2), snapshot, discovery,
 sizing, costs, basis checks, break-even-aware switching, risk limits, at most one action — against
 :class:`~fundarb_core.simulation.paper_venue.PaperExchange`, whose fill (touch ± √-impact, maker in / taker out) and
 funding (every settlement paid to the position held at its instant) rules are the paper keeper's.  The only hooks
-are where the market view comes from (a private replica of the data) and, for the naive rule, which plan is taken
-(:mod:`fundarb_core.backtest.policies`).
+are where the market view comes from (a private replica of the data) and, for the reference rules (naive 24 h,
+patient), which plan is taken (:mod:`fundarb_core.backtest.policies`); the patient rule's trailing means enter
+through the forecasts hook, computed on the replica.
 
 Integrity, by construction:
 
