@@ -37,6 +37,7 @@ from fundarb_pipelines.cli_summary import (
     _keeper_line,
     _performance_block,
     _run_ok,
+    print_backtest,
     print_checks,
     print_summary,
     say,
@@ -223,27 +224,35 @@ def parse_fees(text: str) -> float | None:
 def backtest(args: argparse.Namespace) -> dict[str, object]:
     """``fundarb backtest``: strategies (or fee regimes) over --start → --end on a data directory, next to the
     cost-aware oracle; plots and report under --out, a run in MLflow unless --no-mlflow."""
-    from fundarb_core.backtest.engine import BacktestConfig
+    from fundarb_core.backtest.engine import STRATEGIES, BacktestConfig
     from fundarb_core.backtest.report import markdown
     from fundarb_core.backtest.suite import FEE_REGIMES, run_suite
     from fundarb_core.backtest.tracking import log_report
     from fundarb_core.forecast.registry import ForecastSettings
 
     start, end = parse_period(args.start, args.end, "backtest")
-    strategies = ("keeper", "keeper_forecast", "naive") if "all" in args.strategy else tuple(args.strategy)
+    strategies = STRATEGIES if ("all" in args.strategy or args.all_policies) else tuple(args.strategy)
     base = BacktestConfig(start=start, end=end, strategy=strategies[0],
                           fee_bps=args.fees, capital_per_venue_usd=args.capital,
                           assets=tuple(args.assets) if args.assets else None,
                           venues=tuple(args.venues) if args.venues else None,
                           forecast=ForecastSettings(gbm_trees=args.gbm_trees))
-    runs = len(FEE_REGIMES) if args.fee_regimes else len(strategies)
+    runs = (len(FEE_REGIMES) * len(strategies) if args.all_policies
+            else len(FEE_REGIMES) if args.fee_regimes else len(strategies))
     with (scratch_database(args.data, "backtest") as (conn, data_dir),
           Progress(runs * len(base.hours), "backtest", unit="hour") as bar):
         require_period(conn, data_dir, start, end, "backtest")
-        res = run_suite(conn, base, strategies=strategies, fee_regimes=FEE_REGIMES if args.fee_regimes else None,
+        res = run_suite(conn, base, strategies=strategies,
+                        fee_regimes=FEE_REGIMES if (args.fee_regimes or args.all_policies) else None,
                         out_dir=Path(args.out) if args.out else None, progress=bar.note,
-                        on_hour=lambda *_: bar.advance())
-    report = "\n\n".join(markdown(s) for s in res.summaries)
+                        on_hour=lambda *_: bar.advance(), workers=args.workers, grid=args.all_policies)
+    doc, parts = None, [markdown(s) for s in res.summaries]
+    if args.all_policies:  # the comparison table: first in the report, CSV in MLflow, JSON below
+        from fundarb_core.backtest.comparison import comparison, comparison_frame, comparison_text, to_json
+
+        doc = comparison(res)
+        parts.insert(0, f"```\n{comparison_text(doc)}\n```")
+    report = "\n\n".join(parts)
     if args.out:
         (Path(args.out) / "report.md").write_text(report)
     params = {"data": str(data_dir), "start": str(base.start), "end": str(base.end),
@@ -251,12 +260,23 @@ def backtest(args: argparse.Namespace) -> dict[str, object]:
               "strategies": list(strategies), "capital_per_venue_usd": args.capital}
     run_id = None
     if not args.no_mlflow:
-        run_id = log_report("fee_regimes" if args.fee_regimes else "strategy_backtest", params=params,
-                            summaries=res.summaries, plots=res.plots, markdown=report)
+        run_id = log_report("fee_regimes" if args.fee_regimes and not args.all_policies else "strategy_backtest",
+                            params=params,
+                            summaries=res.summaries, plots=res.plots, markdown=report,
+                            tables={"comparison": comparison_frame(doc)} if doc is not None else None)
     oracles = {k: {"slots_net_usd": o.slots_net_usd, "all_assets_net_usd": o.all_assets_net_usd,
                    "per_asset": o.table.to_dict(orient="records")} for k, o in res.oracles.items()}
-    return {"config": params, "runs": res.summaries, "oracle": oracles, "mlflow_run_id": run_id,
-            "plots": {k: str(v) for k, v in res.plots.items()}}
+    out: dict[str, object] = {"config": params, "runs": res.summaries, "oracle": oracles, "mlflow_run_id": run_id,
+                              "plots": {k: str(v) for k, v in res.plots.items()}}
+    if doc is not None:
+        out["comparison"] = doc
+        path = Path(args.comparison_json) if args.comparison_json else (
+            Path(args.out) / "comparison.json" if args.out else None)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(to_json(doc))
+            out["comparison_json"] = str(path)
+    return out
 
 
 def keeper_once(instance: dg.DagsterInstance, args: argparse.Namespace, command: str = "keeper") -> (
@@ -312,7 +332,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="'real' (the venues' schedules, default) or a flat fee per trade in bp, e.g. 1.44")
     bt.add_argument("--fee-regimes", action="store_true", help="the first strategy at 0, 1.44, 4.5 bp and real fees")
     bt.add_argument("--strategy", nargs="+", default=["all"],
-                    choices=["all", "keeper", "keeper_forecast", "naive", "keeper_spec"])
+                    choices=["all", "keeper", "keeper_forecast", "naive", "patient", "keeper_spec"])
+    bt.add_argument("--all-policies", action="store_true",
+                    help="every policy (naive, patient, keeper, keeper + forecasts) at real fees and 0, 1.44, 4.5 bp "
+                    "next to the oracle: the comparison table, total and per month (JSON: --comparison-json or "
+                    "OUT/comparison.json)")
+    bt.add_argument("--comparison-json", default=None, help="where --all-policies writes the comparison as JSON")
+    bt.add_argument("--workers", type=int, default=1,
+                    help="backtests run in this many processes (runs are independent; results do not depend on it)")
     bt.add_argument("--assets", nargs="+", default=None)
     bt.add_argument("--venues", nargs="+", default=None)
     bt.add_argument("--capital", type=float, default=10_000.0, help="starting balance per venue (USD)")
@@ -392,12 +419,7 @@ def run_command(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(result, default=str))
         else:
-            from fundarb_core.backtest.report import comparison_table
-
-            print(comparison_table(result["runs"]).to_string(index=False))  # type: ignore[arg-type]
-            for key, o in result["oracle"].items():  # type: ignore[union-attr]
-                print(f"  oracle ({key}): {o['slots_net_usd']:,.2f} USD for the keeper's slots, "
-                      f"{o['all_assets_net_usd']:,.2f} USD over every asset")
+            print_backtest(result)
             from fundarb_core.backtest.assumptions import assumptions_block
 
             for s in result["runs"]:  # type: ignore[union-attr]

@@ -27,6 +27,25 @@ def _backtest_lines(res: dg.ExecuteInProcessResult) -> list[str]:
     return lines
 
 
+def print_backtest(result: dict[str, object]) -> None:
+    """``fundarb backtest``'s printout: with ``--all-policies`` the comparison table (every policy at every fee
+    regime next to the oracle, total and per month), else each run's headline figures and the oracle bounds."""
+    doc = result.get("comparison")
+    if isinstance(doc, dict):
+        from fundarb_core.backtest.comparison import comparison_text
+
+        print(comparison_text(doc))
+        if result.get("comparison_json"):
+            print(f"\ncomparison written to {result['comparison_json']}")
+        return
+    from fundarb_core.backtest.report import comparison_table
+
+    print(comparison_table(result["runs"]).to_string(index=False))  # type: ignore[arg-type]
+    for key, o in result["oracle"].items():  # type: ignore[attr-defined]
+        print(f"  oracle ({key}): {o['slots_net_usd']:,.2f} USD for the keeper's slots, "
+              f"{o['all_assets_net_usd']:,.2f} USD over every asset")
+
+
 def _keeper_line(res: dg.ExecuteInProcessResult) -> str:
     meta = res.asset_materializations_for_node("keeper_cycle")[0].metadata
     return (f"keeper cycle at {meta['as_of'].value} ({meta['mode'].value}): {meta['action'].value} — "

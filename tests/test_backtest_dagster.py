@@ -52,7 +52,8 @@ def test_backtest_assets_materialise_with_reports_plots_and_mlflow_runs(bt_db: P
     strat = res.asset_materializations_for_node("strategy_backtest")[0].metadata
     assert strat["period"].value == "2026-01-14 00:00:00 → 2026-01-14 12:00:00"
     table = strat["comparison"].value
-    for label in ("keeper, real fees", "keeper + forecasts, real fees", "naive 24h, real fees"):
+    for label in ("keeper, real fees", "keeper + forecasts, real fees", "naive 24h, real fees",
+                  "patient 336h, real fees"):
         assert label in table
     assert "capture_ratio" in table and "data:image/png;base64," in strat["plots"].value
     assert Path(strat["equity_vs_oracle_png"].value).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -101,18 +101,21 @@ def test_rerun_is_identical(db: duckdb.DuckDBPyConnection, keeper_run: BacktestR
 
 def test_data_after_the_end_changes_nothing(tmp_path: Path, db: duckdb.DuckDBPyConnection,
                                             tables: dict[str, pd.DataFrame]) -> None:
-    """Every raw row known after END altered or deleted: the keeper with and without forecasts and the naive
-    rule give identical results, forecasts included."""
+    """Every raw row known after END altered or deleted: the keeper with and without forecasts, the naive rule and
+    the patient rule (its trailing means included) give identical results, forecasts included."""
     altered = real_db(tmp_path, alter_after(tables, pd.Timestamp(END, tz="UTC")))
     short_end = START + pd.Timedelta(hours=24)
-    for strategy in ("keeper", "keeper_forecast", "naive"):
+    for strategy in ("keeper", "keeper_forecast", "naive", "patient"):
         cfg = BacktestConfig(start=START, end=short_end, strategy=strategy, forecast=FAST_FC)
         fc = fc2 = None
         if strategy == "keeper_forecast":
             fc, fc2 = backtest_forecasts(db, cfg), backtest_forecasts(altered, cfg)
             assert len(fc) > 0
             pd.testing.assert_frame_equal(fc, fc2)
-        _same(run_backtest(db, cfg, fc), run_backtest(altered, cfg, fc2))
+        run = run_backtest(db, cfg, fc)
+        _same(run, run_backtest(altered, cfg, fc2))
+        if strategy == "patient":
+            assert len(run.fills) > 0  # it traded on its trailing means, so they were compared too
     # … while the altered rows are really there: the oracle past END sees them
     a = db.execute("SELECT sum(rate) FROM funding_rates WHERE ts > ?", [END.to_pydatetime()]).fetchall()[0][0]
     b = altered.execute("SELECT sum(rate) FROM funding_rates WHERE ts > ?", [END.to_pydatetime()]).fetchall()[0][0]

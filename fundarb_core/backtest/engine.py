@@ -6,8 +6,9 @@ reconcile, single legs, health (reduce < 1.5, close < 1.2), snapshot, discovery,
 sizing, costs, basis checks, break-even-aware switching, risk limits, at most one action — against
 :class:`~fundarb_core.simulation.paper_venue.PaperExchange`, whose fill (touch ± √-impact, maker in / taker out) and
 funding (every settlement paid to the position held at its instant) rules are the paper keeper's.  The only hooks
-are where the market view comes from (a private replica of the data) and, for the naive rule, which plan is taken
-(:mod:`fundarb_core.backtest.policies`).
+are where the market view comes from (a private replica of the data) and, for the reference rules (naive 24 h,
+patient), which plan is taken (:mod:`fundarb_core.backtest.policies`); the patient rule's trailing means enter
+through the forecasts hook, computed on the replica.
 
 Integrity, by construction:
 
@@ -58,10 +59,10 @@ from fundarb_core.strategy.expected_spread import PredictorParams
 from fundarb_core.times import to_naive_utc
 from fundarb_core.venues import VENUES, FeeSchedule
 
-Strategy = Literal["keeper", "keeper_forecast", "naive", "keeper_spec"]
-STRATEGIES: tuple[Strategy, ...] = ("keeper", "keeper_forecast", "naive", "keeper_spec")
+Strategy = Literal["keeper", "keeper_forecast", "naive", "patient", "keeper_spec"]
+STRATEGIES: tuple[Strategy, ...] = ("keeper", "keeper_forecast", "naive", "patient", "keeper_spec")
 STRATEGY_LABELS = {"keeper": "keeper", "keeper_forecast": "keeper + forecasts", "naive": "naive 24h",
-                   "keeper_spec": "keeper (spec rule)"}
+                   "patient": "patient 336h", "keeper_spec": "keeper (spec rule)"}
 HORIZON_STRATEGIES = frozenset({"keeper", "keeper_forecast"})
 """Strategies that decide with the horizon rule on the expected spread, with parameters chosen walk-forward."""
 
@@ -211,6 +212,10 @@ def run_backtest(
     phases = {"replica": time.perf_counter() - t_start}
     venues = config.venues or traded_venues(mem, config.start, config.end)
     kcfg = config.keeper_config(venues)
+    if config.strategy == "patient":  # the patient rule plans on its own causal trailing means (policies module)
+        from fundarb_core.backtest.policies import patient_config, trailing_mean_forecasts
+        kcfg = patient_config(kcfg)
+        forecasts = trailing_mean_forecasts(mem, config.start, config.end, assets=config.assets)
     risk = replace(config.risk, kill_switch_env="")  # module doc: the live kill switch does not rewrite history
     capital = {v: float(config.capital_per_venue_usd) for v in venues}
     market = WarehouseMarketView(mem, kcfg, read_ahead_hours=168 if persistent else 0)
@@ -225,6 +230,9 @@ def run_backtest(
     if config.strategy == "naive":
         from fundarb_core.backtest.policies import naive_trailing_choice
         chooser = naive_trailing_choice
+    elif config.strategy == "patient":
+        from fundarb_core.backtest.policies import patient_choice
+        chooser = patient_choice
     ctx = CycleContext(market, exchange, ledger, kcfg, risk, venues=venues, assets=config.assets,
                        baseline_forecast="mean_24h" if config.strategy == "naive" else "none", chooser=chooser,
                        record_decisions=config.record_decisions, full_performance=False)
@@ -237,6 +245,9 @@ def run_backtest(
         schedule = {c.month: month_config(kcfg, c, config.strategy) for c in choices}
         by_hour = {pd.Timestamp(h): g.drop(columns="hour") for h, g in expected.groupby("hour", sort=True)}
         phases["parameters"] = time.perf_counter() - t_params
+    elif config.strategy == "patient" and forecasts is not None and len(forecasts):
+        fc = forecasts.assign(hour=pd.to_datetime(forecasts["hour"]))
+        by_hour = {pd.Timestamp(h): g.drop(columns="hour") for h, g in fc.groupby("hour", sort=True)}
 
     hours = config.hours
     t_loop = time.perf_counter()

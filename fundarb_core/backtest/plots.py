@@ -41,6 +41,7 @@ __all__ = [
     "drawdown",
     "drawdown_pct",
     "equity_vs_oracle",
+    "equity_vs_oracle_regimes",
     "heatmap_matrix",
     "leverage_sweep",
     "positions_over_time",
@@ -162,6 +163,42 @@ def equity_vs_oracle(
     ax.grid(True, alpha=0.3)
     ax.legend(loc="upper left", fontsize="small")
     _date_axis(ax)
+    return _save(fig, path)
+
+
+def equity_vs_oracle_regimes(
+    curves: Mapping[str, Mapping[str, pd.Series]],
+    oracles: Mapping[str, pd.Series | None],
+    path: Path,
+    title: str = "Every policy vs the cost-aware oracle, by fee regime",
+) -> Path:
+    """One panel per fee regime (``curves[regime][policy]`` = cumulative net P&L, USD), every policy against that
+    regime's oracle (dashed): the report's comparison at a glance.  Policies keep one colour across panels."""
+    regimes = [r for r in curves if _non_empty(curves[r]) or oracles.get(r) is not None]
+    if not regimes:
+        return _no_data(path, title)
+    cols = 2 if len(regimes) > 1 else 1
+    rows = -(-len(regimes) // cols)
+    fig = _new_figure((11.0, 3.6 * rows + 0.6))
+    fig.suptitle(title)
+    colours = colormaps["tab10"]
+    policies = sorted({p for r in regimes for p in curves[r]})
+    colour = {p: colours(i % colours.N) for i, p in enumerate(policies)}
+    for k, regime in enumerate(regimes):
+        ax = fig.add_subplot(rows, cols, k + 1)
+        for label, s in _non_empty(curves[regime]).items():
+            ax.plot(s.index.to_numpy(), s.to_numpy(), linewidth=1.2, color=colour[label],
+                    label=f"{label} ({s.iloc[-1]:,.0f})")
+        o = oracles.get(regime)
+        oc = _non_empty({"oracle": o}).get("oracle") if o is not None else None
+        if oc is not None:
+            ax.plot(oc.index.to_numpy(), oc.to_numpy(), label=f"oracle ({oc.iloc[-1]:,.0f})", **_ORACLE_STYLE)
+        ax.axhline(0.0, color="black", linewidth=0.6)
+        ax.set_title(regime)
+        ax.set_ylabel("net P&L (USD)")
+        ax.grid(True, alpha=0.3)
+        ax.legend(loc="upper left", fontsize="x-small")
+        _date_axis(ax)
     return _save(fig, path)
 
 

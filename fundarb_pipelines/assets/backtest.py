@@ -116,7 +116,8 @@ def _suite(context: dg.AssetExecutionContext, config: BacktestRunConfig, duckdb:
 
 
 @dg.asset(group_name=BACKTEST_GROUP, deps=RAW_DEPS, kinds={"python", "mlflow"},
-          description="The keeper (without and with walk-forward forecasts) and the naive trailing-24h rule, each "
+          description="The keeper (without and with walk-forward forecasts), the naive trailing-24h rule and the "
+          "patient 336h rule, each "
           "replayed hour by hour through the keeper's cycle and the paper exchange, next to the cost-aware oracle.")
 def strategy_backtest(context: dg.AssetExecutionContext, config: BacktestRunConfig, duckdb: FundarbDuckDB,
                       mlflow_tracking: MlflowTracking) -> dg.Output[list[dict[str, object]]]:
