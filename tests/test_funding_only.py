@@ -177,8 +177,9 @@ def test_cli_backtests_a_directory_holding_only_funding_parquet(tmp_path: Path,
     out = capsys.readouterr().out
     assert rc == 0, out
     lines = out.splitlines()
-    assert lines[0].split()[:3] == ["run", "net_apr", "net_pnl"] and lines[1].startswith("keeper (spec rule), real fees")
-    head = next(i for i, line in enumerate(lines) if line.startswith("assumptions — keeper (spec rule), real fees: "))
+    label = "assumptions — keeper (spec rule), real fees: "
+    assert lines[0].split()[:3] == ["run", "net_apr", "net_pnl"] and lines[1].startswith("keeper (spec rule), real")
+    head = next(i for i, line in enumerate(lines) if line.startswith(label))
     assert int(lines[head].split(": ")[1].split()[0]) >= 1  # plans taken
     assert any(line.startswith("  slippage: 5 bp per fill") for line in lines[head:])
 
