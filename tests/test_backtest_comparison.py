@@ -47,12 +47,12 @@ def test_comparison_json_is_identical_across_runs_and_workers(runs: tuple[Path, 
     assert [r["fees"] for r in doc["regimes"]] == ["real fees", "0 bp", "1.44 bp", "4.5 bp"]
     for reg in doc["regimes"]:
         assert [p["policy"] for p in reg["policies"]] == ["naive 24h", "patient 336h", "keeper", "keeper + forecasts",
-                                                          "oracle (slots)"]
+                                                          "keeper (spec rule)", "oracle (slots)"]
     assert (b.parent / "policies_vs_oracle.png").stat().st_size > 0
     report = runs[2]  # the markdown report opens with the comparison as text
     assert report.startswith("```\npolicies vs the cost-aware oracle") and "cap 2026-02" in report
     frame = comparison_frame(doc)  # the flat table MLflow stores: a row per regime × policy × (total, months)
-    assert len(frame) == 4 * 5 * 3 and set(frame["month"]) == {"total", "2026-01", "2026-02"}
+    assert len(frame) == 4 * 6 * 3 and set(frame["month"]) == {"total", "2026-01", "2026-02"}
     total = frame[(frame["fees"] == "real fees") & (frame["policy"] == "patient 336h") & (frame["month"] == "total")]
     assert total["net_apr"].item() == doc["regimes"][0]["policies"][1]["net_apr"]
 

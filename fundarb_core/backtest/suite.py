@@ -32,8 +32,10 @@ from fundarb_core.backtest.engine import (
     traded_venues,
 )
 from fundarb_core.backtest.forecasts import backtest_forecasts
+from fundarb_core.backtest.horizon_inputs import DATA_EPOCH
 from fundarb_core.backtest.oracle import oracle_bound, oracle_inputs, solve
 from fundarb_core.backtest.report import summarise
+from fundarb_core.storage.market_queries import spread_history
 
 FEE_REGIMES: tuple[float | None, ...] = (0.0, 1.44, 4.5, None)
 """Spec §2's report regimes (0, 1.44 and 4.5 bp per trade) and ``None`` = the venues' real schedules."""
@@ -162,6 +164,10 @@ def run_suite(
     return result
 
 
+HISTORY_TABLE = "spread_panel"
+"""The spread history a worker's horizon runs search their parameters on (the rows ``spread_history`` reads)."""
+
+
 def _replica_file(conn: duckdb.DuckDBPyConnection, base: BacktestConfig, path: Path) -> None:
     """The raw rows every run of ``base``'s period copies (:func:`market_replica`, no model built), as a DuckDB
     file the workers attach read-only: the caller's connection never crosses a process boundary."""
@@ -170,6 +176,11 @@ def _replica_file(conn: duckdb.DuckDBPyConnection, base: BacktestConfig, path: P
         mem.execute(f"ATTACH '{path}' AS out")
         for table in REPLICA_TABLES:
             mem.execute(f"CREATE TABLE out.{table} AS SELECT * FROM {table}")
+        # the horizon keeper's parameter search reads every spread before the period (horizon_inputs)
+        history = spread_history(conn, DATA_EPOCH, base.end.to_pydatetime())
+        mem.register("_history", history)
+        mem.execute(f"CREATE TABLE out.{HISTORY_TABLE} AS SELECT * FROM _history")
+        mem.unregister("_history")
         mem.execute("DETACH out")
     finally:
         mem.close()
@@ -180,7 +191,7 @@ def _run_in_worker(path: str, cfg: BacktestConfig, forecasts: pd.DataFrame | Non
     conn = duckdb.connect(":memory:", config={"threads": 1})
     try:
         conn.execute(f"ATTACH '{path}' AS src (READ_ONLY)")
-        for table in REPLICA_TABLES:
+        for table in (*REPLICA_TABLES, HISTORY_TABLE):
             conn.execute(f"CREATE TABLE {table} AS SELECT * FROM src.{table}")
         conn.execute("DETACH src")
         return run_backtest(conn, cfg, forecasts=forecasts)
