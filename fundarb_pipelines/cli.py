@@ -265,6 +265,7 @@ def backtest(args: argparse.Namespace) -> dict[str, object]:
                             summaries=res.summaries, plots=res.plots, markdown=report,
                             tables={"comparison": comparison_frame(doc)} if doc is not None else None)
     oracles = {k: {"slots_net_usd": o.slots_net_usd, "all_assets_net_usd": o.all_assets_net_usd,
+                   "capacity_net_usd": o.capacity_net_usd, "capacity_slots": o.capacity_slots,
                    "per_asset": o.table.to_dict(orient="records")} for k, o in res.oracles.items()}
     out: dict[str, object] = {"config": params, "runs": res.summaries, "oracle": oracles, "mlflow_run_id": run_id,
                               "plots": {k: str(v) for k, v in res.plots.items()}}

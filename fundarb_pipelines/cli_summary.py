@@ -43,7 +43,14 @@ def print_backtest(result: dict[str, object]) -> None:
     print(comparison_table(result["runs"]).to_string(index=False))  # type: ignore[arg-type]
     for key, o in result["oracle"].items():  # type: ignore[attr-defined]
         print(f"  oracle ({key}): {o['slots_net_usd']:,.2f} USD for the keeper's slots, "
-              f"{o['all_assets_net_usd']:,.2f} USD over every asset")
+              f"{o['all_assets_net_usd']:,.2f} USD over every asset, "
+              f"{o.get('capacity_net_usd', 0.0):,.2f} USD at the keeper's collateral capacity")
+    for s in result["runs"]:  # type: ignore[attr-defined]
+        if s.get("parameters"):
+            print(f"  {s['label']}: parameters chosen walk-forward before each month")
+            for c in s["parameters"]:
+                print(f"    {c['month']}: windows {c['windows_h']} h, shrink z {c['shrink_z']:g}, horizon "
+                      f"{c['horizon_h']:g} h, margin {c['entry_margin']:g} (research P&L before it {c['score']:.4g})")
 
 
 def _keeper_line(res: dg.ExecuteInProcessResult) -> str:

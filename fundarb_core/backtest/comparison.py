@@ -39,7 +39,8 @@ if TYPE_CHECKING:
     from fundarb_core.backtest.suite import OracleResult, SuiteResult
 
 TURNOVER_UNIT = "traded notional (both legs, entries and exits) / capital, annualised (x 8760 / hours)"
-CAPTURE_UNIT = "net P&L / the cost-aware oracle's net P&L (slots bound: the keeper's slots and size cap)"
+CAPTURE_UNIT = ("net P&L / the cost-aware oracle's net P&L (slots bound: the keeper's slots and size cap; "
+                "'vs capacity': the bound at the keeper's collateral capacity, backtest.capacity)")
 POLICY_ORDER = ("naive", "patient", "keeper", "keeper_forecast")
 """Reference rules first, then the keeper; the oracle closes each regime's table."""
 
@@ -145,7 +146,16 @@ def _oracle_row(o: OracleResult, capital: float, start: pd.Timestamp, end: pd.Ti
             "net_apr": o.slots_net_usd / capital * HOURS_PER_YEAR / hours, "sharpe": sharpe, "max_drawdown": dd,
             "turnover": None, "capture_ratio": 1.0 if o.slots_net_usd > 0 else None,
             "capture_all_assets": o.slots_net_usd / o.all_assets_net_usd if o.all_assets_net_usd > 0 else None,
-            "positions_opened": None, "months": per_month}
+            "capture_capacity": o.slots_net_usd / o.capacity_net_usd if o.capacity_net_usd > 0 else None,
+            "positions_opened": None, "months": per_month, "parameters": [], "assumptions": {}}
+
+
+def _parameters(run: BacktestRun) -> list[dict[str, Any]]:
+    """The parameters a horizon run chose before each month (empty for the fixed rules)."""
+    if run.parameters.empty:
+        return []
+    cols = ["month", "windows_h", "shrink_z", "horizon_h", "entry_margin", "score"]
+    return [{k: r[k] for k in cols} for r in run.parameters.to_dict("records")]
 
 
 def comparison(result: SuiteResult) -> dict[str, Any]:
@@ -174,10 +184,14 @@ def comparison(result: SuiteResult) -> dict[str, Any]:
                 "net_pnl_usd": s["net_pnl"], "net_apr": s["net_apr"], "sharpe": s["sharpe"],
                 "max_drawdown": s["max_drawdown"], "turnover": s["turnover"], "capture_ratio": s["capture_ratio"],
                 "capture_all_assets": s["net_pnl"] / o.all_assets_net_usd if o.all_assets_net_usd > 0 else None,
-                "positions_opened": s["positions_opened"], "months": monthly(run, o.curve)})
+                "capture_capacity": s["net_pnl"] / o.capacity_net_usd if o.capacity_net_usd > 0 else None,
+                "positions_opened": s["positions_opened"], "months": monthly(run, o.curve),
+                "parameters": _parameters(run), "assumptions": dict(s.get("assumptions", {}))})
         rows.append(_oracle_row(o, capital, start, end))
         doc_regimes.append({"fees": key, "oracle_slots_net_usd": o.slots_net_usd,
-                            "oracle_all_assets_net_usd": o.all_assets_net_usd, "policies": rows})
+                            "oracle_all_assets_net_usd": o.all_assets_net_usd,
+                            "oracle_capacity_net_usd": o.capacity_net_usd, "capacity_slots": o.capacity_slots,
+                            "policies": rows})
     return _clean({
         "start": str(start), "end": str(end), "hours": (end - start) / pd.Timedelta(hours=1),
         "capital_usd": capital, "venues": list(first.venues), "assets": list(first.config.assets or []),
@@ -232,14 +246,22 @@ def comparison_text(doc: dict[str, Any]) -> str:
     for reg in doc["regimes"]:
         month_labels = [m["month"] for m in reg["policies"][0]["months"]]
         lines += ["", f"{reg['fees']}: oracle {reg['oracle_slots_net_usd']:,.2f} USD (slots), "
-                      f"{reg['oracle_all_assets_net_usd']:,.2f} USD (all assets)"]
-        header = ["policy", "net P&L", "net APR", "Sharpe", "max DD", "turnover", "capture", "vs all",
-                  *[f"cap {m}" for m in month_labels]]
+                      f"{reg['oracle_all_assets_net_usd']:,.2f} USD (all assets), "
+                      f"{reg.get('oracle_capacity_net_usd', 0.0):,.2f} USD (capacity: "
+                      f"{reg.get('capacity_slots', 0.0):.2f} full positions at L_min)"]
+        header = ["policy", "net P&L", "net APR", "Sharpe", "max DD", "turnover", "capture", "vs capacity",
+                  "vs all", *[f"cap {m}" for m in month_labels]]
         rows = [[p["policy"], _num(p["net_pnl_usd"], "{:,.2f}"), _pct(p["net_apr"]), _num(p["sharpe"]),
                  _pct(p["max_drawdown"]), _num(p["turnover"], "{:.1f}"), _pct(p["capture_ratio"]),
-                 _pct(p["capture_all_assets"]), *[_pct(m["capture_ratio"]) for m in p["months"]]]
+                 _pct(p.get("capture_capacity")), _pct(p["capture_all_assets"]),
+                 *[_pct(m["capture_ratio"]) for m in p["months"]]]
                 for p in reg["policies"]]
         lines += _align(header, rows)
+        for p in reg["policies"]:
+            if p.get("parameters"):
+                lines.append(f"  {p['policy']}: parameters chosen walk-forward before each month — " + "; ".join(
+                    f"{c['month']} windows {c['windows_h']} h, z {c['shrink_z']:g}, H {c['horizon_h']:g} h, "
+                    f"margin {c['entry_margin']:g}" for c in p["parameters"]))
     lines += ["", "per month (net APR, Sharpe, max DD, turnover, capture):"]
     header = ["fees", "policy", "month", "net P&L", "net APR", "Sharpe", "max DD", "turnover", "oracle P&L", "capture"]
     rows = []

@@ -21,6 +21,7 @@ import duckdb
 import pandas as pd
 
 from fundarb_core.backtest import plots
+from fundarb_core.backtest.capacity import capacity_bound, capacity_slots
 from fundarb_core.backtest.engine import (
     REPLICA_TABLES,
     STRATEGIES,
@@ -61,6 +62,8 @@ class OracleResult:
     slots_net_usd: float  # the dedicated-slots bound (the capture ratio's denominator)
     all_assets_net_usd: float  # every asset held at full size: the looser bound
     curve: pd.Series  # cumulative net P&L (USD) of the slots bound over the period
+    capacity_net_usd: float = 0.0  # the bound at the keeper's collateral capacity (backtest.capacity)
+    capacity_slots: float = 0.0
 
 
 @dataclass
@@ -95,9 +98,10 @@ def oracle_for(conn: duckdb.DuckDBPyConnection, cfg: BacktestConfig) -> OracleRe
                         index=pd.DatetimeIndex(frame["hour"]) + pd.Timedelta(hours=1))  # earned by h + 1
         curve = curve.add(cum.reindex(curve.index).ffill().fillna(0.0), fill_value=0.0)
     slots = float(table.loc[table["in_slots"], "net_usd"].sum()) if len(table) else 0.0
+    cap_slots = capacity_slots(cfg.capital_per_venue_usd * len(venues), kcfg)
     return OracleResult(table=table, slots_net_usd=slots,
                         all_assets_net_usd=float(table["net_usd"].clip(lower=0).sum()) if len(table) else 0.0,
-                        curve=curve)
+                        curve=curve, capacity_net_usd=capacity_bound(table, cap_slots), capacity_slots=cap_slots)
 
 
 def best_spreads(conn: duckdb.DuckDBPyConnection, cfg: BacktestConfig) -> pd.DataFrame:
@@ -155,6 +159,9 @@ def run_suite(
         o = oracles[fee_label(cfg.fee_bps)]
         s = summarise(run.view(), o.slots_net_usd, o.all_assets_net_usd)
         s["seconds"] = run.seconds
+        s["capture_capacity"] = s["net_pnl"] / o.capacity_net_usd if o.capacity_net_usd > 0 else float("nan")
+        s["parameters"] = [{k: (str(v) if isinstance(v, pd.Timestamp) else v) for k, v in r.items()}
+                           for r in run.parameters.to_dict("records")]
         s["strategy"], s["fee_bps"] = cfg.strategy, cfg.fee_bps
         summaries.append(s)
     result = SuiteResult(runs=runs, summaries=summaries, oracles=oracles,
