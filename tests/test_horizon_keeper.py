@@ -252,3 +252,17 @@ def test_backtest_reports_the_parameters_of_each_month(db: duckdb.DuckDBPyConnec
     assert list(keeper_run.parameters["month"]) == ["2026-01"]
     assert keeper_run.parameters.iloc[0]["windows_h"] == "24/168"
     assert keeper_run.parameters.iloc[0]["horizon_h"] == 720.0
+
+
+def test_capacity_bound_by_hand() -> None:
+    """Seven venues × 10,000 USD at L_min = 1 carry 7 × 10,000 × 0.9 / (2 × 10,000) = 3.15 full positions: the
+    three best assets' bounds plus 15 % of the fourth (a negative bound adds nothing)."""
+    from fundarb_core.backtest.capacity import capacity_bound, capacity_slots
+
+    cfg = KeeperConfig()
+    slots = capacity_slots(70_000.0, cfg)
+    assert slots == pytest.approx(3.15)
+    assert capacity_slots(1e9, cfg) == cfg.max_gross_exposure_usd / (2 * cfg.max_position_size_usd)  # gross cap
+    table = pd.DataFrame({"asset": list("ABCDE"), "net_usd": [100.0, 400.0, -50.0, 300.0, 200.0]})
+    assert capacity_bound(table, slots) == pytest.approx(400 + 300 + 200 + 0.15 * 100)
+    assert capacity_bound(table, 10.0) == pytest.approx(1000.0) and capacity_bound(table.iloc[:0], 3.0) == 0.0
