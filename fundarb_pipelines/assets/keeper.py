@@ -20,7 +20,7 @@ import duckdb as duckdb_lib
 import pandas as pd
 from pydantic import Field
 
-from fundarb_core.backtest.horizon_inputs import live_inputs
+from fundarb_core.backtest.horizon_inputs import blend_model_forecast, live_inputs
 from fundarb_core.execution.cycle import CycleContext, run_cycle
 from fundarb_core.execution.ledger import Ledger
 from fundarb_core.storage.ledger_store import DuckDBLedgerStore
@@ -46,8 +46,8 @@ class KeeperRunConfig(dg.Config):
     as_of: str | None = Field(default=None, description="cycle time (UTC); default: the data's latest hour")
     walk_forward: bool = Field(default=True, description="choose the horizon, margin and predictor windows on "
                                "all history before the cycle (else the a-priori defaults)")
-    model_forecasts: bool = Field(default=False, description="let the champion's 24 h spread forecast override the "
-                                  "trailing predictor where it has one")
+    model_forecasts: bool = Field(default=False, description="blend the champion's 24 h spread forecast into the "
+                                  "expected spread over the horizon (its 24 h share of it)")
 
 
 def _as_of(conn: duckdb_lib.DuckDBPyConnection, configured: str | None) -> datetime:
@@ -100,8 +100,8 @@ def keeper_cycle(context: dg.AssetExecutionContext, config: KeeperRunConfig, duc
             market = _read_market(conn, kcfg, now, min(funded, default=now))
             choice, kcfg, forecasts = live_inputs(conn, now, kcfg, walk_forward=config.walk_forward)
             if config.model_forecasts and (model := _forecasts(conn)) is not None:
-                keys = ["asset", "short_venue", "long_venue"]
-                forecasts = pd.concat([forecasts, model], ignore_index=True).drop_duplicates(keys, keep="last")
+                forecasts = blend_model_forecast(forecasts.assign(hour=now), model.assign(hour=now),
+                                                 kcfg.holding_hours).drop(columns="hour")
             all_venues = [r[0] for r in conn.execute("SELECT DISTINCT venue FROM funding_rates").fetchall()]
         capital = {v: config.capital_usd_per_venue for v in all_venues}
         exchange = trading.venue(market, kcfg, tconn, now, capital)  # phase 2: trade on the trading file only
