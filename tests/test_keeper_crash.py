@@ -48,7 +48,7 @@ from tests.test_keeper_execution import VENUE_IDS, assert_ledger_balances
 REPO = Path(__file__).resolve().parents[1]
 ASSETS = ("BTC", "ETH", "SOL")
 FIRST = pd.Timestamp("2026-01-09 00:00")  # a normal cycle enters here, before any crash
-CFG = KeeperConfig()
+CFG = KeeperConfig(decision_rule="spec")  # execution and recovery under the spec's eager one-action rule
 RISK = RiskConfig()
 
 # What a keeper process runs: cycles at the given hours on the DuckDB file, one JSON line per cycle.
@@ -59,7 +59,7 @@ from fundarb_core.strategy.config import KeeperConfig
 from tests.keeper_support import cycle, duck_ledger, paper_venue
 db, venues, assets, hours = sys.argv[1], sys.argv[2].split(","), sys.argv[3].split(","), sys.argv[4:]
 conn = duckdb.connect(db)
-cfg = KeeperConfig()
+cfg = KeeperConfig(decision_rule="spec")
 ex = paper_venue(conn, cfg, initial_balances={v: 10_000.0 for v in venues})
 ledger = duck_ledger(conn)
 for h in hours:
