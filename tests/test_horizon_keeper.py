@@ -222,20 +222,12 @@ def test_walk_forward_choice_ignores_data_after_the_month_start(tmp_path_factory
     altered = real_db(tmp_path_factory.mktemp("altered"), alter_after(tables, cut.tz_localize("UTC")))
     cfg = KeeperConfig()
     far = pd.Timestamp("2100-01-01").to_pydatetime()
-    for conn in (db, altered):
-        conn.execute("SELECT 1")
     m1 = ResearchMarket.from_panel(spread_history(db, pd.Timestamp("2000-01-01").to_pydatetime(), far), cfg, 1.0)
     m2 = ResearchMarket.from_panel(spread_history(altered, pd.Timestamp("2000-01-01").to_pydatetime(), far), cfg,
                                    1.0)
-    import fundarb_core.backtest.parameter_search as ps
-
-    old = ps.MIN_HISTORY_HOURS
-    ps.MIN_HISTORY_HOURS = 24 * 7  # this window holds six weeks of history: score on one
-    try:
-        a = choose_parameters(m1, cut, pd.Timestamp("2026-01-20"))
-        b = choose_parameters(m2, cut, pd.Timestamp("2026-01-20"))
-    finally:
-        ps.MIN_HISTORY_HOURS = old
+    week = 24 * 7  # this window holds six weeks of history: score on one
+    a = choose_parameters(m1, cut, pd.Timestamp("2026-01-20"), min_history_hours=week)
+    b = choose_parameters(m2, cut, pd.Timestamp("2026-01-20"), min_history_hours=week)
     assert a[0].scored_to is not None and a[0].scored_to < cut
     assert (a[0].predictor, a[0].rule, a[0].score) == (b[0].predictor, b[0].rule, b[0].score)
     runs = simulate(m1, a[0].predictor, [a[0].rule])

@@ -79,15 +79,17 @@ def grid_pnl(market: ResearchMarket) -> pd.DataFrame:
 
 
 def choose_parameters(market: ResearchMarket, start: pd.Timestamp, end: pd.Timestamp,
-                      pnl: pd.DataFrame | None = None) -> list[ParameterChoice]:
-    """One :class:`ParameterChoice` per month of ``[start, end)`` (module doc)."""
+                      pnl: pd.DataFrame | None = None,
+                      min_history_hours: int = MIN_HISTORY_HOURS) -> list[ParameterChoice]:
+    """One :class:`ParameterChoice` per month of ``[start, end)`` (module doc); a month with less than
+    ``min_history_hours`` of scored history keeps :data:`DEFAULT_CHOICE`."""
     table = grid_pnl(market) if pnl is None else pnl
     first_scored = market.history.hours[0] + pd.Timedelta(hours=max(p.lookback_hours for p in PREDICTOR_GRID))
     choices = []
     for m in month_starts(start, end):
         upto = m - pd.Timedelta(hours=SETTLEMENT_LAG_HOURS)
         window = table[(table.index >= first_scored) & (table.index < upto)]
-        if len(window) < MIN_HISTORY_HOURS:
+        if len(window) < min_history_hours:
             choices.append(ParameterChoice(m, *DEFAULT_CHOICE, None, None, float("nan"), float("nan")))
             continue
         score = window.sum(axis=0).to_numpy()
